@@ -1,0 +1,23 @@
+//! Shared vocabulary of shoal: what every other crate names.
+//!
+//! ```text
+//!  CLI flags ─┐
+//!  SHOAL_* env ┼─► PartialConfig ──merge──► NodeConfig::validate() ──► a node
+//!  TOML file ─┘        (profile defaults fill the rest)
+//!
+//!  NodeMeta ── rides on gossip; every member learns every other member's metadata
+//! ```
+//!
+//! Nothing here does IO or reads a clock: these are plain values and their checks.
+
+pub mod config;
+pub mod ids;
+pub mod limits;
+pub mod meta;
+
+pub use config::{ConfigError, GossipTiming, NodeConfig, PartialConfig, Profile};
+pub use ids::{InvalidName, NodeId, Role, validate_name};
+pub use meta::{Lifecycle, MemberState, NodeMeta};
+
+/// The version of this build, carried in node metadata and shown in status.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
