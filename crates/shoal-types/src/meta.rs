@@ -81,6 +81,8 @@ pub struct NodeMeta {
     pub load_permille: u32,
     /// The leader this node believes in, if any (filled once consensus lands).
     pub leader_hint: Option<String>,
+    /// Wall-clock start of the node (unix ms), for uptime in status.
+    pub started_unix_ms: u64,
 }
 
 /// A tag set or tag change that breaks a rule.

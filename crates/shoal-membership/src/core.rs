@@ -1,0 +1,853 @@
+//! The membership core: foca plus Lifeguard, phi accrual, metadata and the envelope.
+//!
+//! Sans-IO: every entry point takes `now` (time since an epoch the caller picks) and
+//! leaves [`Effect`]s to drain. It never reads a clock, never touches a socket and draws
+//! randomness only from the seeded rng it was given, so a simulation replays exactly.
+//!
+//! ```text
+//!  packet ──open──► Swim ──observe (probes, suspicions, phi)──► foca.handle_data ─┐
+//!                   MetaPush / MetaRequest ──► meta table                         │
+//!  timers (due order, stretched by awareness) ──► foca.handle_timer ──────────────┤
+//!                                                                                 ▼
+//!                 drain foca's runtime: seal sends, schedule timers, scan views → Effects
+//! ```
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    num::{NonZeroU8, NonZeroUsize},
+    time::Duration,
+};
+
+use bytes::{Buf, BufMut};
+use foca::{
+    AccumulatingRuntime, Codec, Foca, Header, Member, Message, OwnedNotification, PeriodicParams,
+    PostcardCodec, State, Timer,
+};
+use rand::{SeedableRng, rngs::StdRng};
+use shoal_types::{
+    GossipTiming, Lifecycle, MemberState, NodeId, NodeMeta,
+    config::{ClusterKey, swim_payload_bytes_max},
+    meta::{validate_tag, validate_tags},
+};
+
+use crate::{
+    identity::GossipId,
+    lifeguard::{Awareness, Suspicion},
+    meta_table::{MetaBroadcasts, SharedMeta, decode_meta, encode_meta},
+    phi::PhiDetector,
+    timers::{TimerKey, TimerQueue},
+    view::{EventKind, MemberInfo, MembershipEvent, Snapshot, Stats},
+    wire::{DropReason, Kind, Sealer},
+};
+
+type SwimFoca = Foca<GossipId, PostcardCodec, StdRng, MetaBroadcasts>;
+
+/// Phi history length and floor of its standard deviation.
+const PHI_WINDOW: usize = 100;
+const PHI_MIN_STD_MS: f64 = 50.0;
+/// A member whose metadata we lack is asked for it at most this often.
+const META_REQUEST_EVERY: Duration = Duration::from_millis(500);
+/// We answer one metadata request per source at most this often (no amplification).
+const META_REPLY_EVERY: Duration = Duration::from_millis(250);
+
+/// Everything the core needs to start.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub meta: NodeMeta,
+    pub gossip_addr: SocketAddr,
+    pub timing: GossipTiming,
+    pub keys: Vec<ClusterKey>,
+    /// Seeds the rng (probe order, nonces).
+    pub rng_seed: u64,
+    /// Identity bump: a restarted node must use a larger one than its previous run
+    /// (the shell uses the wall-clock start in ms).
+    pub bump: u64,
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Send { to: SocketAddr, bytes: Vec<u8> },
+    Event(MembershipEvent),
+}
+
+/// A command refused by the core; nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("metadata would be too large: {0}")]
+    MetaTooBig(String),
+}
+
+#[derive(Debug)]
+enum CoreTimer {
+    Foca(Timer<GossipId>),
+    JoinRetry,
+    /// Repeat the directed suspicion notice to this member while it stays suspected.
+    SuspicionNotice(GossipId, u16),
+}
+
+#[derive(Debug)]
+struct View {
+    gossip: GossipId,
+    state: MemberState,
+    incarnation: u16,
+    phi: PhiDetector,
+    meta_requested: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct PendingProbe {
+    addr: SocketAddr,
+    number: u8,
+    acked: bool,
+}
+
+#[derive(Debug)]
+struct ActiveSuspicion {
+    suspicion: Suspicion,
+    incarnation: u16,
+    key: TimerKey,
+}
+
+/// The membership state machine of one node.
+pub struct MembershipCore {
+    foca: SwimFoca,
+    runtime: AccumulatingRuntime<GossipId>,
+    me: GossipId,
+    meta: NodeMeta,
+    table: SharedMeta,
+    timing: GossipTiming,
+    sealer: Sealer,
+    rng: StdRng,
+    timers: TimerQueue<CoreTimer>,
+    awareness: Awareness,
+    views: BTreeMap<NodeId, View>,
+    probe: Option<PendingProbe>,
+    /// Our incarnation as foca last sent it (mirrored: foca does not expose it).
+    incarnation: u16,
+    suspicions: HashMap<SocketAddr, ActiveSuspicion>,
+    left: HashMap<SocketAddr, u64>,
+    meta_replies: HashMap<SocketAddr, Duration>,
+    seeds: Vec<SocketAddr>,
+    join_backoff: Option<Duration>,
+    stats: Stats,
+    effects: Vec<Effect>,
+}
+
+impl std::fmt::Debug for MembershipCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MembershipCore").field("me", &self.me).finish()
+    }
+}
+
+impl MembershipCore {
+    pub fn new(config: CoreConfig, now: Duration) -> Result<Self, CoreError> {
+        validate_tags(&config.meta.tags).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        encode_meta(&config.meta).map_err(|e| CoreError::MetaTooBig(e.to_string()))?;
+        let me = GossipId::new(config.meta.id.clone(), config.gossip_addr, config.bump);
+        let table = SharedMeta::default();
+        table.lock().offer(config.meta.clone());
+        table.lock().take_changed();
+        let handler = MetaBroadcasts {
+            table: table.clone(),
+        };
+        let mut rng = StdRng::seed_from_u64(config.rng_seed);
+        let foca_rng = StdRng::seed_from_u64(rand::Rng::next_u64(&mut rng));
+        let foca = Foca::with_custom_broadcast(
+            me.clone(),
+            foca_config(&config.timing, 1),
+            foca_rng,
+            PostcardCodec,
+            handler,
+        );
+        let mut core = Self {
+            foca,
+            runtime: AccumulatingRuntime::new(),
+            me,
+            meta: config.meta,
+            table,
+            awareness: Awareness::new(config.timing.awareness_max),
+            sealer: Sealer::new(&config.keys),
+            timing: config.timing,
+            rng,
+            timers: TimerQueue::default(),
+            views: BTreeMap::new(),
+            probe: None,
+            incarnation: 0,
+            suspicions: HashMap::new(),
+            left: HashMap::new(),
+            meta_replies: HashMap::new(),
+            seeds: Vec::new(),
+            join_backoff: None,
+            stats: Stats::default(),
+            effects: Vec::new(),
+        };
+        core.pump(now);
+        Ok(core)
+    }
+
+    pub fn identity(&self) -> &GossipId {
+        &self.me
+    }
+
+    pub fn meta(&self) -> &NodeMeta {
+        &self.meta
+    }
+
+    pub fn awareness(&self) -> u32 {
+        self.awareness.score()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Effects produced since the last drain, in order.
+    pub fn drain_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// When the next timer is due, if any.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.timers.next_due()
+    }
+
+    /// Joins through any of `seeds` (gossip addresses), retrying with capped backoff
+    /// while no member answers.
+    pub fn join(&mut self, seeds: Vec<SocketAddr>, now: Duration) {
+        self.seeds = seeds.into_iter().filter(|s| *s != self.me.addr).collect();
+        if self.seeds.is_empty() {
+            return;
+        }
+        self.join_backoff = None;
+        self.join_round(now);
+    }
+
+    fn join_round(&mut self, now: Duration) {
+        if self.foca.num_members() > 0 || self.seeds.is_empty() {
+            self.join_backoff = None;
+            return;
+        }
+        for seed in self.seeds.clone() {
+            let _ = self.foca.announce(GossipId::seed(seed), &mut self.runtime);
+        }
+        let first = Duration::from_millis(self.timing.probe_period_ms);
+        let cap = Duration::from_millis(self.timing.seed_retry_max_ms);
+        let backoff = self.join_backoff.map_or(first, |b| (b * 2).min(cap));
+        self.join_backoff = Some(backoff);
+        self.timers.schedule(now + backoff, CoreTimer::JoinRetry);
+        self.pump(now);
+    }
+
+    /// Handles one datagram from `from`.
+    pub fn handle_packet(&mut self, now: Duration, from: SocketAddr, packet: &[u8]) {
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += packet.len() as u64;
+        let (kind, payload) = match self.sealer.open(packet) {
+            Ok(opened) => opened,
+            Err(reason) => return self.drop_packet(reason),
+        };
+        match kind {
+            Kind::Swim => self.handle_swim(now, &payload),
+            Kind::MetaPush => match decode_meta(&payload) {
+                Ok(meta) => {
+                    self.table.lock().offer(meta);
+                }
+                Err(_) => self.drop_packet(DropReason::Malformed),
+            },
+            Kind::MetaRequest => {
+                let recent = self
+                    .meta_replies
+                    .get(&from)
+                    .is_some_and(|at| now.saturating_sub(*at) < META_REPLY_EVERY);
+                if !recent {
+                    self.meta_replies.insert(from, now);
+                    self.push_meta_to(from);
+                }
+            }
+        }
+        self.pump(now);
+    }
+
+    fn drop_packet(&mut self, reason: DropReason) {
+        *self.stats.dropped.entry(reason.as_str()).or_default() += 1;
+    }
+
+    fn handle_swim(&mut self, now: Duration, payload: &[u8]) {
+        if payload.len() > swim_payload_bytes_max() {
+            return self.drop_packet(DropReason::Oversized);
+        }
+        let Some((src, message, updates)) = peek_swim(payload) else {
+            return self.drop_packet(DropReason::Malformed);
+        };
+        if src.addr == self.me.addr {
+            return self.drop_packet(DropReason::Rejected);
+        }
+        if let Err(e) = self.foca.handle_data(payload, &mut self.runtime) {
+            let reason = match e {
+                foca::Error::DataTooBig => DropReason::Oversized,
+                foca::Error::Decode(_) | foca::Error::MalformedPacket => DropReason::Malformed,
+                foca::Error::CustomBroadcast(_) => DropReason::Malformed,
+                _ => DropReason::Rejected,
+            };
+            return self.drop_packet(reason);
+        }
+        self.observe_swim(now, &src, &message, &updates);
+    }
+
+    /// Lifeguard and phi bookkeeping from a packet foca accepted.
+    fn observe_swim(
+        &mut self,
+        now: Duration,
+        src: &GossipId,
+        message: &Message<GossipId>,
+        updates: &[Member<GossipId>],
+    ) {
+        if let Some(view) = self.views.get_mut(&src.id) {
+            view.phi.heartbeat(now);
+        }
+        if let Some(probe) = self.probe.as_mut().filter(|p| !p.acked) {
+            let answered = match message {
+                Message::Ack(n) => src.addr == probe.addr && *n == probe.number,
+                Message::ForwardedAck {
+                    origin,
+                    probe_number,
+                } => origin.addr == probe.addr && *probe_number == probe.number,
+                _ => false,
+            };
+            if answered {
+                probe.acked = true;
+                if matches!(message, Message::Ack(_)) {
+                    self.awareness.apply(-1);
+                }
+            }
+        }
+        for update in updates {
+            let target = update.id();
+            if target.addr == self.me.addr {
+                if update.state() == State::Suspect {
+                    // Someone suspects us: we are probably the slow one. foca refutes
+                    // by raising our incarnation (as mirrored here); we also tell the
+                    // suspecter directly instead of waiting for gossip to reach it.
+                    self.awareness.apply(1);
+                    let suspected = update.incarnation();
+                    if suspected >= self.incarnation && suspected < u16::MAX - 1 {
+                        self.incarnation = suspected + 1;
+                    }
+                    let alive = Member::new(self.me.clone(), self.incarnation, State::Alive);
+                    self.send_directed(src.clone(), alive);
+                }
+                continue;
+            }
+            match update.state() {
+                State::Down if target.addr == src.addr => {
+                    self.left.insert(target.addr, target.bump);
+                }
+                State::Suspect if target.addr != src.addr => {
+                    self.confirm_suspicion(target.addr, update.incarnation(), src.addr, now);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn confirm_suspicion(&mut self, target: SocketAddr, inc: u16, by: SocketAddr, now: Duration) {
+        let Some(active) = self.suspicions.get_mut(&target) else {
+            return;
+        };
+        if active.incarnation != inc || !active.suspicion.confirm(by) {
+            return;
+        }
+        let Some(timer) = self.timers.cancel(active.key) else {
+            return;
+        };
+        let due = active.suspicion.started
+            + self.awareness.scale(active.suspicion.timeout());
+        active.key = self.timers.schedule(due.max(now), timer);
+    }
+
+    /// Fires every timer due at `now`, in due order.
+    pub fn handle_timers(&mut self, now: Duration) {
+        let late_after = Duration::from_millis(self.timing.probe_timeout_ms / 2);
+        let mut was_late = false;
+        while let Some((key, timer)) = self.timers.pop_due(now) {
+            was_late |= now.saturating_sub(key.due) > late_after;
+            match timer {
+                CoreTimer::JoinRetry => self.join_round(now),
+                CoreTimer::SuspicionNotice(target, inc) => self.remind_suspect(target, inc, now),
+                CoreTimer::Foca(t) => {
+                    if let Timer::ChangeSuspectToDown { member_id, .. } = &t {
+                        self.suspicions.remove(&member_id.addr);
+                    }
+                    let _ = self.foca.handle_timer(t, &mut self.runtime);
+                }
+            }
+            self.pump(now);
+        }
+        if was_late {
+            // Our own timers ran late: we are overloaded, be slower to accuse.
+            self.stats.timers_late += 1;
+            self.awareness.apply(1);
+        }
+    }
+
+    /// Changes or adds one tag; it reaches every member by gossip.
+    pub fn set_tag(&mut self, key: &str, value: &str, now: Duration) -> Result<(), CoreError> {
+        validate_tag(key, value).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        let mut next = self.meta.clone();
+        next.tags.insert(key.to_string(), value.to_string());
+        validate_tags(&next.tags).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        self.publish_meta(next, now)
+    }
+
+    /// Removes one tag; true if it existed.
+    pub fn remove_tag(&mut self, key: &str, now: Duration) -> Result<bool, CoreError> {
+        let mut next = self.meta.clone();
+        if next.tags.remove(key).is_none() {
+            return Ok(false);
+        }
+        self.publish_meta(next, now).map(|_| true)
+    }
+
+    /// Replaces this node's metadata (the version is bumped here).
+    pub fn update_meta(
+        &mut self,
+        now: Duration,
+        change: impl FnOnce(&mut NodeMeta),
+    ) -> Result<(), CoreError> {
+        let mut next = self.meta.clone();
+        change(&mut next);
+        next.id = self.meta.id.clone();
+        self.publish_meta(next, now)
+    }
+
+    fn publish_meta(&mut self, mut next: NodeMeta, now: Duration) -> Result<(), CoreError> {
+        next.version = self.meta.version + 1;
+        let bytes = encode_meta(&next).map_err(|e| CoreError::MetaTooBig(e.to_string()))?;
+        self.meta = next;
+        // Our own table entry goes first so the handler sees the broadcast as new.
+        let _ = self.foca.add_broadcast(&bytes);
+        let _ = self.foca.broadcast(&mut self.runtime);
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Announces that this node leaves: peers see `left`, not `failed`.
+    pub fn leave(&mut self, now: Duration) {
+        let _ = self.update_meta(now, |m| m.lifecycle = Lifecycle::Leaving);
+        let alive: Vec<SocketAddr> = self
+            .views
+            .values()
+            .filter(|v| matches!(v.state, MemberState::Alive | MemberState::Suspect))
+            .map(|v| v.gossip.addr)
+            .collect();
+        for addr in alive {
+            self.push_meta_to(addr);
+        }
+        let _ = self.foca.leave_cluster(&mut self.runtime);
+        self.pump(now);
+    }
+
+    /// Tells a member we suspect it, again every probe timeout while the suspicion
+    /// lasts: a suspect that never hears of it cannot refute it in time.
+    fn remind_suspect(&mut self, target: GossipId, incarnation: u16, now: Duration) {
+        let still = self
+            .suspicions
+            .get(&target.addr)
+            .is_some_and(|s| s.incarnation == incarnation);
+        if !still {
+            return;
+        }
+        let suspect = Member::new(target.clone(), incarnation, State::Suspect);
+        self.send_directed(target.clone(), suspect);
+        let every = Duration::from_millis(self.timing.probe_timeout_ms);
+        let next = CoreTimer::SuspicionNotice(target, incarnation);
+        self.timers.schedule(now + every, next);
+    }
+
+    /// Sends one membership update straight to `dst` as a foca gossip packet. Used to
+    /// shorten the suspicion round trip: the suspecter tells the suspect, the suspect
+    /// answers the suspecter with its refutation. Ordinary gossip still carries both.
+    fn send_directed(&mut self, dst: GossipId, update: Member<GossipId>) {
+        let header = Header {
+            src: self.me.clone(),
+            src_incarnation: self.incarnation,
+            dst: dst.clone(),
+            message: Message::Gossip,
+        };
+        let mut buf = Vec::with_capacity(256);
+        let encoded = PostcardCodec.encode_header(&header, &mut buf).is_ok() && {
+            buf.put_u16(1);
+            PostcardCodec.encode_member(&update, &mut buf).is_ok()
+        };
+        if encoded {
+            self.send_sealed(dst.addr, Kind::Swim, &buf);
+        }
+    }
+
+    fn push_meta_to(&mut self, to: SocketAddr) {
+        if let Ok(bytes) = encode_meta(&self.meta) {
+            self.send_sealed(to, Kind::MetaPush, &bytes);
+        }
+    }
+
+    fn send_sealed(&mut self, to: SocketAddr, kind: Kind, payload: &[u8]) {
+        let bytes = self.sealer.seal(kind, payload, &mut self.rng);
+        self.stats.packets_out += 1;
+        self.stats.bytes_out += bytes.len() as u64;
+        self.effects.push(Effect::Send { to, bytes });
+    }
+
+    /// Drains foca's runtime into effects and timers, then refreshes the views.
+    fn pump(&mut self, now: Duration) {
+        loop {
+            let mut progressed = false;
+            while let Some((dst, data)) = self.runtime.to_send() {
+                progressed = true;
+                self.note_outgoing(&dst, &data);
+                self.send_sealed(dst.addr, Kind::Swim, &data);
+            }
+            while let Some((after, timer)) = self.runtime.to_schedule() {
+                progressed = true;
+                self.schedule_foca_timer(now, after, timer);
+            }
+            while let Some(note) = self.runtime.to_notify() {
+                progressed = true;
+                self.handle_notification(note, now);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.sync_views(now);
+    }
+
+    fn note_outgoing(&mut self, dst: &GossipId, data: &[u8]) {
+        let Ok(header) = Codec::<GossipId>::decode_header(&mut PostcardCodec, data) else {
+            return;
+        };
+        self.incarnation = header.src_incarnation;
+        if let Message::Ping(number) = header.message {
+            if let Some(prev) = self.probe.take()
+                && !prev.acked
+            {
+                // Our previous probe got no ack at all: either it is dead or we are
+                // the one losing packets. Lifeguard counts it against us.
+                self.stats.probes_failed += 1;
+                self.awareness.apply(1);
+            }
+            self.stats.probes_sent += 1;
+            self.probe = Some(PendingProbe {
+                addr: dst.addr,
+                number,
+                acked: false,
+            });
+        }
+    }
+
+    fn schedule_foca_timer(&mut self, now: Duration, after: Duration, timer: Timer<GossipId>) {
+        match &timer {
+            Timer::ProbeRandomMember(_) | Timer::SendIndirectProbe { .. } => {
+                let due = now + self.awareness.scale(after);
+                self.timers.schedule(due, CoreTimer::Foca(timer));
+            }
+            Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                ..
+            } => {
+                let n = self.foca.num_members() + 1;
+                let min = Duration::from_millis(self.timing.suspicion_min_ms(n));
+                let max = min * self.timing.suspicion_max_factor;
+                let expected = (self.timing.suspicion_mult.saturating_sub(2))
+                    .min(n.saturating_sub(2) as u32);
+                let suspicion = Suspicion::new(now, min, max, expected);
+                let due = now + self.awareness.scale(suspicion.timeout());
+                let addr = member_id.addr;
+                let incarnation = *incarnation;
+                let target = member_id.clone();
+                if let Some(old) = self.suspicions.remove(&addr) {
+                    self.timers.cancel(old.key);
+                }
+                let key = self.timers.schedule(due, CoreTimer::Foca(timer));
+                self.stats.suspicions_raised += 1;
+                self.suspicions.insert(
+                    addr,
+                    ActiveSuspicion {
+                        suspicion,
+                        incarnation,
+                        key,
+                    },
+                );
+                self.remind_suspect(target, incarnation, now);
+            }
+            _ => {
+                self.timers.schedule(now + after, CoreTimer::Foca(timer));
+            }
+        }
+    }
+
+    fn handle_notification(&mut self, note: OwnedNotification<GossipId>, now: Duration) {
+        match note {
+            OwnedNotification::MemberUp(id) => {
+                // Tell the newcomer who we are without waiting for it to ask.
+                self.push_meta_to(id.addr);
+            }
+            OwnedNotification::Rejoin(id) => {
+                tracing::info!(bump = id.bump, "declared down by the cluster; rejoined");
+                self.me = id;
+            }
+            OwnedNotification::Idle => {
+                self.join_backoff = None;
+                self.timers.schedule(now, CoreTimer::JoinRetry);
+            }
+            _ => {}
+        }
+    }
+
+    /// Compares foca's member list with our views; emits events for what changed.
+    fn sync_views(&mut self, now: Duration) {
+        let mut best: BTreeMap<NodeId, (GossipId, State, u16)> = BTreeMap::new();
+        for m in self.foca.iter_membership_state() {
+            let id = m.id();
+            let rank = |s: State| match s {
+                State::Alive => 2,
+                State::Suspect => 1,
+                State::Down => 0,
+            };
+            let replace = best
+                .get(&id.id)
+                .is_none_or(|(_, s, _)| rank(m.state()) > rank(*s));
+            if replace {
+                best.insert(id.id.clone(), (id.clone(), m.state(), m.incarnation()));
+            }
+        }
+        let changed_meta = self.table.lock().take_changed();
+        let gone: Vec<NodeId> = self
+            .views
+            .keys()
+            .filter(|id| !best.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.views.remove(&id);
+        }
+        for (id, (gossip, state, incarnation)) in best {
+            self.sync_one(now, id, gossip, state, incarnation);
+        }
+        for id in changed_meta {
+            if id != self.meta.id && self.views.contains_key(&id) {
+                self.emit(EventKind::NodeUpdated, &id, now);
+            }
+        }
+        self.request_missing_meta(now);
+    }
+
+    fn sync_one(&mut self, now: Duration, id: NodeId, gossip: GossipId, state: State, inc: u16) {
+        let next = match state {
+            State::Alive => MemberState::Alive,
+            State::Suspect => MemberState::Suspect,
+            State::Down if self.has_left(&id, &gossip) => MemberState::Left,
+            State::Down => MemberState::Failed,
+        };
+        let previous = self.views.get(&id).map(|v| (v.state, v.gossip.bump));
+        let view = self.views.entry(id.clone()).or_insert_with(|| View {
+            gossip: gossip.clone(),
+            state: next,
+            incarnation: inc,
+            phi: PhiDetector::new(PHI_WINDOW, PHI_MIN_STD_MS),
+            meta_requested: None,
+        });
+        view.gossip = gossip.clone();
+        view.state = next;
+        view.incarnation = inc;
+        let kind = match (previous.map(|p| p.0), next) {
+            (None, MemberState::Alive | MemberState::Suspect) => Some(EventKind::NodeJoined),
+            (None, _) => None,
+            (Some(a), b) if a == b => None,
+            (Some(MemberState::Failed), MemberState::Alive | MemberState::Suspect) => {
+                Some(EventKind::NodeRecovered)
+            }
+            (Some(MemberState::Left), MemberState::Alive | MemberState::Suspect) => {
+                Some(EventKind::NodeJoined)
+            }
+            (Some(_), MemberState::Failed) => Some(EventKind::NodeFailed),
+            (Some(_), MemberState::Left) => Some(EventKind::NodeLeft),
+            (Some(_), _) => Some(EventKind::NodeUpdated),
+        };
+        if previous.map(|p| p.0) == Some(MemberState::Suspect) && next == MemberState::Alive {
+            if let Some(active) = self.suspicions.remove(&gossip.addr) {
+                self.timers.cancel(active.key);
+                self.stats.suspicions_refuted += 1;
+            }
+        }
+        if next != MemberState::Alive && next != MemberState::Suspect {
+            self.suspicions.remove(&gossip.addr);
+        }
+        if let Some(kind) = kind {
+            self.emit(kind, &id, now);
+        }
+    }
+
+    fn has_left(&self, id: &NodeId, gossip: &GossipId) -> bool {
+        self.left.get(&gossip.addr) == Some(&gossip.bump)
+            || self
+                .table
+                .lock()
+                .get(id)
+                .is_some_and(|m| m.lifecycle == Lifecycle::Leaving)
+    }
+
+    fn request_missing_meta(&mut self, now: Duration) {
+        let mut asks = Vec::new();
+        {
+            let table = self.table.lock();
+            for (id, view) in self.views.iter_mut() {
+                let alive = matches!(view.state, MemberState::Alive | MemberState::Suspect);
+                let due = view
+                    .meta_requested
+                    .is_none_or(|at| now.saturating_sub(at) >= META_REQUEST_EVERY);
+                if alive && due && table.get(id).is_none() {
+                    view.meta_requested = Some(now);
+                    asks.push(view.gossip.addr);
+                }
+            }
+        }
+        for addr in asks {
+            self.send_sealed(addr, Kind::MetaRequest, &[]);
+        }
+    }
+
+    fn emit(&mut self, kind: EventKind, id: &NodeId, now: Duration) {
+        if let Some(info) = self.member_info(id, now) {
+            self.effects.push(Effect::Event(MembershipEvent { kind, member: info }));
+        }
+    }
+
+    fn member_info(&self, id: &NodeId, now: Duration) -> Option<MemberInfo> {
+        let view = self.views.get(id)?;
+        let table = self.table.lock();
+        let meta = table.get(id);
+        let tcp = meta.map_or_else(
+            || SocketAddr::new(view.gossip.addr.ip(), view.gossip.addr.port().saturating_sub(1)),
+            |m| m.tcp_addr,
+        );
+        Some(MemberInfo {
+            id: id.to_string(),
+            role: meta.map(|m| m.role),
+            dc: meta.map(|m| m.dc.clone()),
+            addr: tcp.to_string(),
+            gossip_addr: view.gossip.addr,
+            state: view.state,
+            phi: round2(view.phi.phi(now)),
+            tags: meta.map(|m| m.tags.clone()).unwrap_or_default(),
+            incarnation: view.incarnation,
+            lifecycle: meta.map(|m| m.lifecycle),
+            version: meta.map(|m| m.build.clone()),
+            started_unix_ms: meta.map(|m| m.started_unix_ms),
+            leader_hint: meta.and_then(|m| m.leader_hint.clone()),
+            cores: meta.map_or(0, |m| m.cores),
+            is_self: false,
+        })
+    }
+
+    fn self_info(&self) -> MemberInfo {
+        let m = &self.meta;
+        MemberInfo {
+            id: m.id.to_string(),
+            role: Some(m.role),
+            dc: Some(m.dc.clone()),
+            addr: m.tcp_addr.to_string(),
+            gossip_addr: self.me.addr,
+            state: if m.lifecycle == Lifecycle::Leaving {
+                MemberState::Left
+            } else {
+                MemberState::Alive
+            },
+            phi: 0.0,
+            tags: m.tags.clone(),
+            incarnation: 0,
+            lifecycle: Some(m.lifecycle),
+            version: Some(m.build.clone()),
+            started_unix_ms: Some(m.started_unix_ms),
+            leader_hint: m.leader_hint.clone(),
+            cores: m.cores,
+            is_self: true,
+        }
+    }
+
+    /// Every member's view now, this node included.
+    pub fn snapshot(&self, now: Duration) -> Snapshot {
+        let me = self.self_info();
+        let mut members: Vec<MemberInfo> = std::iter::once(me.clone())
+            .chain(self.views.keys().filter_map(|id| self.member_info(id, now)))
+            .collect();
+        members.sort_by(|a, b| (a.role, &a.id).cmp(&(b.role, &b.id)));
+        Snapshot {
+            me,
+            members,
+            awareness: self.awareness.score(),
+            phi_threshold: self.timing.phi_threshold,
+            sealed: self.sealer.is_sealed(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// State of one member by id (tests and invariant checks).
+    pub fn member_state(&self, id: &str) -> Option<MemberState> {
+        self.views
+            .iter()
+            .find(|(k, _)| k.as_str() == id)
+            .map(|(_, v)| v.state)
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Reads the header and the member updates of a SWIM packet without consuming it.
+fn peek_swim(payload: &[u8]) -> Option<(GossipId, Message<GossipId>, Vec<Member<GossipId>>)> {
+    let mut buf = payload;
+    let header = PostcardCodec.decode_header(&mut buf).ok()?;
+    let mut updates = Vec::new();
+    if buf.remaining() >= 2 && header.message != Message::Broadcast {
+        let count = buf.get_u16();
+        for _ in 0..count {
+            updates.push(PostcardCodec.decode_member(&mut buf).ok()?);
+        }
+    }
+    Some((header.src, header.message, updates))
+}
+
+/// foca's config from our timing. `suspect_to_down_after` is a placeholder: the core
+/// replaces that timer's delay with Lifeguard's dynamic suspicion timeout.
+pub(crate) fn foca_config(t: &GossipTiming, _cluster_size: usize) -> foca::Config {
+    let nz = |v: u32| NonZeroUsize::new(v.max(1) as usize).expect("max(1) is non-zero");
+    foca::Config {
+        probe_period: Duration::from_millis(t.probe_period_ms),
+        probe_rtt: Duration::from_millis(t.probe_timeout_ms),
+        num_indirect_probes: nz(t.indirect_probes),
+        max_transmissions: NonZeroU8::new(t.max_transmissions.clamp(1, 255) as u8)
+            .expect("clamped to 1..=255"),
+        suspect_to_down_after: Duration::from_millis(t.suspicion_min_ms(1)),
+        remove_down_after: Some(Duration::from_secs(t.forget_failed_after_s)),
+        max_packet_size: NonZeroUsize::new(swim_payload_bytes_max()).expect("non-zero"),
+        notify_down_members: true,
+        periodic_announce: Some(PeriodicParams {
+            frequency: Duration::from_millis(t.announce_interval_ms),
+            num_members: nz(1),
+        }),
+        periodic_announce_to_down_members: Some(PeriodicParams {
+            frequency: Duration::from_millis(t.announce_interval_ms),
+            num_members: nz(1),
+        }),
+        periodic_gossip: Some(PeriodicParams {
+            frequency: Duration::from_millis(t.gossip_interval_ms),
+            num_members: nz(t.gossip_fanout),
+        }),
+    }
+}
