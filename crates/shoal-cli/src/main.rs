@@ -1,1 +1,70 @@
-fn main() {}
+//! `shoal`: one binary for every role and every tool. Thin: it parses arguments and
+//! calls the library crates.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "shoal",
+    version,
+    about = "Fault-tolerant cluster runtime: SWIM gossip membership, Lifeguard, phi accrual.",
+    long_about = "shoal runs every role of a cluster from one binary.\n\n\
+        Start a local cluster with `shoal dev`, watch it with `shoal status --watch`,\n\
+        or run one node with `shoal node --role manager --id m1 --listen 127.0.0.1:9000`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node (manager, gate or worker).
+    Node(Box<cmd::node::NodeArgs>),
+    /// Run a local cluster as child processes: 3 managers, 1 gate, 2 workers by default.
+    Dev(cmd::dev::DevArgs),
+    /// A scripted tour: start a local cluster, kill a worker, watch it detected, restart it.
+    Demo(cmd::dev::DemoArgs),
+    /// Show every member as one node sees it, with a HEALTHY/DEGRADED verdict.
+    Status(cmd::status::StatusArgs),
+    /// Follow membership events (one line per event).
+    Events(cmd::status::EventsArgs),
+    /// Set or remove a tag on a running node; the change reaches every member by gossip.
+    Tag(cmd::status::TagArgs),
+    /// Print a new random cluster key (64 hex characters) for --cluster-key.
+    Keygen,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cmd::init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Node(args) => cmd::node::run(*args).await,
+            Command::Dev(args) => cmd::dev::run(args).await,
+            Command::Demo(args) => cmd::dev::demo(args).await,
+            Command::Status(args) => cmd::status::status(args).await,
+            Command::Events(args) => cmd::status::events(args).await,
+            Command::Tag(args) => cmd::status::tag(args).await,
+            Command::Keygen => {
+                println!("{}", cmd::new_key());
+                ExitCode::SUCCESS
+            }
+        }
+    })
+}

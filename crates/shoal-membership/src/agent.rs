@@ -104,7 +104,7 @@ impl MembershipHandle {
 
     /// Every membership event from now on, as a stream. A subscriber that falls more
     /// than `EVENT_BACKLOG` events behind skips the oldest.
-    pub fn events(&self) -> impl Stream<Item = MembershipEvent> + Send + 'static {
+    pub fn events(&self) -> impl Stream<Item = MembershipEvent> + Send + use<> {
         BroadcastStream::new(self.events.subscribe()).filter_map(|e| e.ok())
     }
 

@@ -43,9 +43,8 @@ use crate::{
 
 type SwimFoca = Foca<GossipId, PostcardCodec, StdRng, MetaBroadcasts>;
 
-/// Phi history length and floor of its standard deviation.
+/// Phi history length.
 const PHI_WINDOW: usize = 100;
-const PHI_MIN_STD_MS: f64 = 50.0;
 /// A member whose metadata we lack is asked for it at most this often.
 const META_REQUEST_EVERY: Duration = Duration::from_millis(500);
 /// We answer one metadata request per source at most this often (no amplification).
@@ -658,7 +657,11 @@ impl MembershipCore {
             gossip: gossip.clone(),
             state: next,
             incarnation: inc,
-            phi: PhiDetector::new(PHI_WINDOW, PHI_MIN_STD_MS),
+            phi: PhiDetector::with_pause(
+                PHI_WINDOW,
+                self.timing.probe_period_ms as f64 / 2.0,
+                self.timing.probe_period_ms as f64 * 2.0,
+            ),
             meta_requested: None,
         });
         view.gossip = gossip.clone();

@@ -15,15 +15,27 @@ pub struct PhiDetector {
     last: Option<Duration>,
     window: usize,
     min_std_ms: f64,
+    /// Silence tolerated on top of the mean before phi starts to climb. SWIM does not
+    /// heartbeat: a peer is heard from when it probes us, answers our probe or gossips,
+    /// so gaps are irregular by design.
+    pause_ms: f64,
 }
+
+/// Intervals needed before phi says anything.
+const PHI_MIN_SAMPLES: usize = 3;
 
 impl PhiDetector {
     pub fn new(window: usize, min_std_ms: f64) -> Self {
+        Self::with_pause(window, min_std_ms, 0.0)
+    }
+
+    pub fn with_pause(window: usize, min_std_ms: f64, pause_ms: f64) -> Self {
         Self {
             intervals_ms: VecDeque::with_capacity(window),
             last: None,
             window: window.max(2),
             min_std_ms,
+            pause_ms,
         }
     }
 
@@ -52,10 +64,13 @@ impl PhiDetector {
 
     /// Suspicion level now; 0 until two heartbeats were seen.
     pub fn phi(&self, now: Duration) -> f64 {
+        if self.intervals_ms.len() < PHI_MIN_SAMPLES {
+            return 0.0;
+        }
         match (self.last, self.stats_ms()) {
             (Some(last), Some((mean, std))) => {
                 let elapsed = now.saturating_sub(last).as_secs_f64() * 1000.0;
-                phi_of(elapsed, mean, std)
+                phi_of(elapsed, mean + self.pause_ms, std)
             }
             _ => 0.0,
         }
@@ -120,8 +135,25 @@ mod tests {
     fn a_new_peer_is_not_suspicious() {
         let mut d = PhiDetector::new(10, 10.0);
         assert_eq!(d.phi(ms(1_000_000)), 0.0);
-        d.heartbeat(ms(0));
-        assert_eq!(d.phi(ms(1_000_000)), 0.0);
+        for t in [0, 100, 200] {
+            d.heartbeat(ms(t));
+        }
+        assert_eq!(d.phi(ms(1_000_000)), 0.0, "two intervals are too few to judge");
+        d.heartbeat(ms(300));
+        assert!(d.phi(ms(1_000_000)) > 8.0);
+    }
+
+    #[test]
+    fn the_pause_delays_suspicion() {
+        let mut strict = PhiDetector::new(100, 20.0);
+        let mut lenient = PhiDetector::with_pause(100, 20.0, 400.0);
+        for i in 0..10 {
+            strict.heartbeat(ms(i * 200));
+            lenient.heartbeat(ms(i * 200));
+        }
+        let at = ms(9 * 200 + 450);
+        assert!(strict.phi(at) > 8.0);
+        assert!(lenient.phi(at) < 1.0);
     }
 
     #[test]

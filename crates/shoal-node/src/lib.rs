@@ -1,1 +1,17 @@
-//! placeholder
+//! A shoal node: binds its ports, runs membership, serves the admin API.
+//!
+//! ```text
+//!  NodeConfig ─► bind TCP p and UDP p+1 ─► Membership (gossip task) ──┐
+//!                                     └─► axum admin on TCP p ◄───────┘ snapshot, events
+//!  SIGTERM/Ctrl-C ─► announce leave ─► stop HTTP ─► exit (≤ 2 s)
+//! ```
+//!
+//! [`dev`] supervises a local cluster of child processes (`shoal dev`).
+
+pub mod admin;
+pub mod dev;
+pub mod metrics;
+pub mod node;
+pub mod status;
+
+pub use node::{Node, NodeError, StartedNode};

@@ -14,6 +14,7 @@ pub mod config;
 pub mod ids;
 pub mod limits;
 pub mod meta;
+pub mod status;
 
 pub use config::{ConfigError, GossipTiming, NodeConfig, PartialConfig, Profile};
 pub use ids::{InvalidName, NodeId, Role, validate_name};

@@ -1,0 +1,197 @@
+//! `shoal dev` and `shoal demo`.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::Args;
+use shoal_client::{AdminClient, render};
+use shoal_node::dev::{DevCluster, DevError, DevPlan};
+use shoal_types::MemberState;
+use tokio::time::Instant;
+
+/// How long a fresh cluster gets to see every member alive.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Args, Debug, Clone)]
+pub struct DevArgs {
+    /// First manager's TCP port; gates start at +100, workers at +200.
+    #[arg(long, default_value_t = 9000)]
+    base_port: u16,
+    #[arg(long, default_value_t = 3)]
+    managers: u32,
+    #[arg(long, default_value_t = 1)]
+    gates: u32,
+    #[arg(long, default_value_t = 2)]
+    workers: u32,
+    /// Where the children keep data and logs.
+    #[arg(long, default_value = ".shoal/dev")]
+    data_dir: PathBuf,
+}
+
+impl DevArgs {
+    fn plan(&self) -> DevPlan {
+        let mut plan = DevPlan::new(self.base_port, self.managers, self.gates, self.workers);
+        plan.data_root = self.data_dir.clone();
+        plan.cluster_key = super::new_key();
+        plan
+    }
+}
+
+async fn start(args: &DevArgs) -> Result<DevCluster, DevError> {
+    let exe = std::env::current_exe().map_err(|source| DevError::Io {
+        path: "current executable".into(),
+        source,
+    })?;
+    let plan = args.plan();
+    plan.validate()?;
+    println!(
+        "starting {} managers, {} gates, {} workers on 127.0.0.1 (base port {}, profile local)…",
+        plan.managers, plan.gates, plan.workers, plan.base_port
+    );
+    let mut cluster = DevCluster::spawn(plan, exe).await?;
+    match cluster.wait_alive(START_TIMEOUT).await {
+        Ok(doc) => {
+            print!("{}", render::status_table(&doc));
+            Ok(cluster)
+        }
+        Err(e) => {
+            cluster.stop_all().await;
+            Err(e)
+        }
+    }
+}
+
+pub async fn run(args: DevArgs) -> ExitCode {
+    let mut cluster = match start(&args).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let first = cluster.children[0].node.tcp;
+    println!(
+        "\ncluster is up. try:\n  shoal status --addr {first} --watch\n  shoal events --addr {first}\n\
+         logs: {}/<id>/node.log · Ctrl-C stops every node",
+        args.data_dir.display()
+    );
+    let stop = super::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                while let Some((id, status)) = cluster.poll_exits() {
+                    println!(
+                        "!! {id} exited ({status}); not restarting it. log: {}",
+                        cluster.log_of(&id)
+                    );
+                }
+            }
+        }
+    }
+    println!("stopping every node…");
+    cluster.stop_all().await;
+    println!("stopped.");
+    ExitCode::SUCCESS
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    dev: DevArgs,
+}
+
+/// The tour: up, kill -9 a worker, see every survivor mark it failed, bring it back.
+pub async fn demo(args: DemoArgs) -> ExitCode {
+    let mut cluster = match start(&args.dev).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = tour(&mut cluster).await;
+    cluster.stop_all().await;
+    match outcome {
+        Ok(()) => {
+            println!("\ndemo complete: every node stopped.");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("demo failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn tour(cluster: &mut DevCluster) -> Result<(), String> {
+    let victim = cluster
+        .children
+        .iter()
+        .rev()
+        .find(|c| c.node.role == shoal_types::Role::Worker)
+        .unwrap_or_else(|| cluster.children.last().expect("a plan has at least one node"))
+        .node
+        .id
+        .clone();
+    let observers: Vec<String> = cluster
+        .children
+        .iter()
+        .filter(|c| c.node.id != victim)
+        .map(|c| c.node.tcp.to_string())
+        .collect();
+    println!("\n== kill -9 {victim}; waiting until all {} survivors mark it failed", observers.len());
+    let killed = Instant::now();
+    cluster.kill(&victim).await;
+    wait_all_see(&observers, &victim, MemberState::Failed, Duration::from_secs(15))
+        .await
+        .ok_or_else(|| format!("{victim} was not marked failed everywhere within 15 s"))?;
+    let took = killed.elapsed();
+    println!("{victim} marked failed by every survivor {:.2} s after the kill", took.as_secs_f64());
+    if let Ok(doc) = AdminClient::new(observers[0].clone()).status().await {
+        print!("{}", render::status_table(&doc));
+    }
+    println!("\n== restarting {victim}");
+    let restarted = Instant::now();
+    cluster.restart(&victim).map_err(|e| e.to_string())?;
+    wait_all_see(&observers, &victim, MemberState::Alive, Duration::from_secs(15))
+        .await
+        .ok_or_else(|| format!("{victim} did not come back alive everywhere within 15 s"))?;
+    let took = restarted.elapsed();
+    println!("{victim} alive again everywhere {:.2} s after the restart", took.as_secs_f64());
+    if let Ok(doc) = AdminClient::new(observers[0].clone()).status().await {
+        print!("{}", render::status_table(&doc));
+    }
+    Ok(())
+}
+
+/// Polls every observer until each reports `target` in `state`.
+async fn wait_all_see(
+    observers: &[String],
+    target: &str,
+    state: MemberState,
+    timeout: Duration,
+) -> Option<()> {
+    let start = Instant::now();
+    let clients: Vec<AdminClient> = observers
+        .iter()
+        .map(|a| AdminClient::new(a.clone()).with_timeout(Duration::from_millis(500)))
+        .collect();
+    while start.elapsed() < timeout {
+        let mut all = true;
+        for c in &clients {
+            let seen = c
+                .status()
+                .await
+                .ok()
+                .and_then(|d| d.members.into_iter().find(|m| m.id == target))
+                .map(|m| m.state);
+            all &= seen == Some(state);
+        }
+        if all {
+            return Some(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}

@@ -1,0 +1,97 @@
+//! `shoal node`.
+
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
+
+use clap::Args;
+use shoal_node::Node;
+use shoal_types::{NodeConfig, PartialConfig, meta::parse_tag};
+
+/// Flags win over `SHOAL_*` environment variables, which win over the config file,
+/// which wins over the profile's defaults.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// manager, gate or worker.
+    #[arg(long, env = "SHOAL_ROLE")]
+    role: Option<String>,
+    /// This node's cluster-wide id: 1-64 characters of [A-Za-z0-9_.-].
+    #[arg(long, env = "SHOAL_ID")]
+    id: Option<String>,
+    /// TCP address IP:PORT (gRPC + HTTP admin); gossip uses UDP PORT+1. Port 0 picks a
+    /// free pair and prints it.
+    #[arg(long, env = "SHOAL_LISTEN")]
+    listen: Option<String>,
+    /// Other members' TCP addresses, comma separated; any one that answers is enough.
+    #[arg(long, env = "SHOAL_SEEDS", value_delimiter = ',')]
+    seeds: Option<Vec<String>>,
+    /// Timing profile: local, lan (default) or wan.
+    #[arg(long, env = "SHOAL_PROFILE")]
+    profile: Option<String>,
+    /// Where the node keeps its data (default .shoal/<id>).
+    #[arg(long, env = "SHOAL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// 64 hex characters sealing every gossip packet; comma separated to rotate (the
+    /// first one seals). Without a key gossip is unauthenticated.
+    #[arg(long, env = "SHOAL_CLUSTER_KEY", hide_env_values = true)]
+    cluster_key: Option<String>,
+    /// Datacenter name (default dc1).
+    #[arg(long, env = "SHOAL_DC")]
+    dc: Option<String>,
+    /// A tag KEY=VALUE; repeatable.
+    #[arg(long = "tag", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+    /// CPU cores this node offers (workers).
+    #[arg(long, env = "SHOAL_CORES")]
+    cores: Option<u32>,
+    /// A TOML config file with the same keys (and a [gossip] table for timing).
+    #[arg(long, env = "SHOAL_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    fn layer(&self) -> PartialConfig {
+        PartialConfig {
+            id: self.id.clone(),
+            role: self.role.clone(),
+            listen: self.listen.clone(),
+            seeds: self.seeds.clone(),
+            profile: self.profile.clone(),
+            data_dir: self.data_dir.clone(),
+            cluster_key: self.cluster_key.clone(),
+            dc: self.dc.clone(),
+            tags: (!self.tags.is_empty())
+                .then(|| self.tags.iter().cloned().collect::<BTreeMap<_, _>>()),
+            cores: self.cores,
+            gossip: Default::default(),
+        }
+    }
+}
+
+/// Exit code for a configuration that breaks a rule.
+const EXIT_CONFIG: u8 = 2;
+
+pub async fn run(args: NodeArgs) -> ExitCode {
+    let file = match &args.config {
+        Some(path) => match PartialConfig::from_toml_file(path) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => PartialConfig::default(),
+    };
+    let config = match NodeConfig::resolve(file.merge(&args.layer())) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match Node::run(config, super::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

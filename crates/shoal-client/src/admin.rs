@@ -1,0 +1,221 @@
+//! A small HTTP/1.1 client for a node's admin API.
+
+use std::{net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::{
+    Method, Request, StatusCode,
+    body::{Body, Incoming},
+};
+use hyper_util::rt::TokioIo;
+use shoal_types::status::StatusDoc;
+use tokio::net::TcpStream;
+
+/// Why a request failed; `Unreachable` means nothing answered at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach a shoal node at {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("{addr} answered {status}: {message}")]
+    Status {
+        addr: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{addr}: bad response: {reason}")]
+    BadResponse { addr: String, reason: String },
+}
+
+/// Talks to one node's admin API.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    addr: String,
+    timeout: Duration,
+}
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl AdminClient {
+    /// `addr` is `HOST:PORT` of the node's TCP port.
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self {
+            addr: addr.into(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub async fn status(&self) -> Result<StatusDoc, ClientError> {
+        let body = self.call(Method::GET, "/v1/status", None).await?;
+        serde_json::from_slice(&body).map_err(|e| self.bad(e.to_string()))
+    }
+
+    /// The body of a GET, as text (e.g. `/metrics`).
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let body = self.call(Method::GET, path, None).await?;
+        String::from_utf8(body.to_vec()).map_err(|e| self.bad(e.to_string()))
+    }
+
+    pub async fn set_tag(&self, key: &str, value: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/tags/{}", encode_path(key));
+        self.call(Method::PUT, &path, Some(value.as_bytes().to_vec())).await.map(drop)
+    }
+
+    pub async fn remove_tag(&self, key: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/tags/{}", encode_path(key));
+        self.call(Method::DELETE, &path, None).await.map(drop)
+    }
+
+    /// Follows `/v1/events`, calling `on_event` with each event's JSON until the node
+    /// closes the stream or `on_event` returns false.
+    pub async fn follow_events(
+        &self,
+        mut on_event: impl FnMut(serde_json::Value) -> bool,
+    ) -> Result<(), ClientError> {
+        let mut response = self.send(Method::GET, "/v1/events", None).await?;
+        let mut pending = String::new();
+        while let Some(frame) = response.frame().await {
+            let frame = frame.map_err(|e| self.unreachable(e.to_string()))?;
+            let Some(chunk) = frame.data_ref() else { continue };
+            pending.push_str(&String::from_utf8_lossy(chunk));
+            while let Some(end) = pending.find("\n\n") {
+                let block: String = pending.drain(..end + 2).collect();
+                let data: String = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                if data.is_empty() {
+                    continue;
+                }
+                let value = serde_json::from_str(&data).map_err(|e| self.bad(e.to_string()))?;
+                if !on_event(value) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, ClientError> {
+        let work = async {
+            let response = self.send(method, path, body).await?;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| self.unreachable(e.to_string()))?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(self.status_error(status, &bytes));
+            }
+            Ok(bytes)
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| self.unreachable(format!("no answer within {:?}", self.timeout)))?
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let addr = self.resolve().await?;
+        let connect = tokio::time::timeout(self.timeout, TcpStream::connect(addr));
+        let stream = connect
+            .await
+            .map_err(|_| self.unreachable("connect timed out".into()))?
+            .map_err(|e| self.unreachable(e.to_string()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.unreachable(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, self.addr.as_str());
+        let request = match body {
+            Some(b) => request.body(boxed(Full::new(Bytes::from(b)))),
+            None => request.body(boxed(Empty::<Bytes>::new())),
+        }
+        .map_err(|e| self.bad(e.to_string()))?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.unreachable(e.to_string()))
+    }
+
+    async fn resolve(&self) -> Result<SocketAddr, ClientError> {
+        tokio::net::lookup_host(self.addr.as_str())
+            .await
+            .map_err(|e| self.unreachable(e.to_string()))?
+            .next()
+            .ok_or_else(|| self.unreachable("address resolves to nothing".into()))
+    }
+
+    fn unreachable(&self, reason: String) -> ClientError {
+        ClientError::Unreachable {
+            addr: self.addr.clone(),
+            reason,
+        }
+    }
+
+    fn bad(&self, reason: String) -> ClientError {
+        ClientError::BadResponse {
+            addr: self.addr.clone(),
+            reason,
+        }
+    }
+
+    fn status_error(&self, status: StatusCode, body: &[u8]) -> ClientError {
+        let message = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+        ClientError::Status {
+            addr: self.addr.clone(),
+            status: status.as_u16(),
+            message,
+        }
+    }
+}
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+fn boxed<B>(body: B) -> BoxBody
+where
+    B: Body<Data = Bytes, Error = std::convert::Infallible> + Send + Sync + 'static,
+{
+    body.boxed()
+}
+
+/// Percent-encodes what is not safe in a path segment.
+fn encode_path(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,122 @@
+//! The admin HTTP API on the node's TCP port.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /v1/status` | the status document (DESIGN §Status) |
+//! | `GET /v1/members` | the member rows alone |
+//! | `GET /v1/events` | membership events as server-sent events |
+//! | `PUT /v1/tags/{key}` | body: the value (text); sets a tag on this node |
+//! | `DELETE /v1/tags/{key}` | removes a tag |
+//! | `GET /metrics` | Prometheus text |
+
+use std::convert::Infallible;
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{StatusCode, header},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+    routing::{get, put},
+};
+use futures_util::Stream;
+use serde::Serialize;
+use shoal_membership::{MembershipHandle, MembershipEvent};
+use shoal_types::limits::TAG_VALUE_BYTES_MAX;
+use tokio_stream::StreamExt;
+
+use crate::{
+    metrics,
+    status::{member_row, status_doc, unix_ms},
+};
+
+/// The admin API over one node's membership.
+pub fn router(membership: MembershipHandle) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/members", get(members))
+        .route("/v1/events", get(events))
+        .route("/v1/tags/{key}", put(set_tag).delete(remove_tag))
+        .route("/metrics", get(prometheus))
+        .fallback(not_found)
+        .with_state(membership)
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    (code, Json(ErrorBody { error: message.into() })).into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such route; see GET /v1/status, /v1/members, /v1/events, /metrics")
+}
+
+async fn status(State(m): State<MembershipHandle>) -> Response {
+    Json(status_doc(&m.snapshot(), unix_ms())).into_response()
+}
+
+async fn members(State(m): State<MembershipHandle>) -> Response {
+    let now = unix_ms();
+    let rows: Vec<_> = m.snapshot().members.iter().map(|x| member_row(x, now)).collect();
+    Json(rows).into_response()
+}
+
+async fn prometheus(State(m): State<MembershipHandle>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::render(&m.snapshot()),
+    )
+        .into_response()
+}
+
+/// One event on the wire: the event plus when this node saw it.
+#[derive(Serialize)]
+struct WireEvent<'a> {
+    ts_unix_ms: u64,
+    #[serde(flatten)]
+    event: &'a MembershipEvent,
+}
+
+async fn events(
+    State(m): State<MembershipHandle>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let stream = m.events().map(|e| {
+        let body = WireEvent {
+            ts_unix_ms: unix_ms(),
+            event: &e,
+        };
+        let event = Event::default()
+            .event(format!("{:?}", e.kind))
+            .json_data(&body)
+            .unwrap_or_else(|_| Event::default().comment("unencodable event"));
+        Ok(event)
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn set_tag(State(m): State<MembershipHandle>, Path(key): Path<String>, body: String) -> Response {
+    if body.len() > TAG_VALUE_BYTES_MAX {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("tag `{key}`: value must be at most {TAG_VALUE_BYTES_MAX} bytes"),
+        );
+    }
+    match m.set_tag(&key, &body).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+async fn remove_tag(State(m): State<MembershipHandle>, Path(key): Path<String>) -> Response {
+    match m.remove_tag(&key).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, format!("tag `{key}` is not set on this node")),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}

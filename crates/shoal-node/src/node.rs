@@ -1,0 +1,212 @@
+//! Starting and stopping one node.
+
+use std::{
+    future::Future,
+    io,
+    net::{SocketAddr, TcpListener, UdpSocket},
+    time::Duration,
+};
+
+use shoal_membership::{
+    CoreConfig, Membership, MembershipConfig, MembershipHandle, UdpTransport,
+};
+use shoal_types::{Lifecycle, NodeConfig, NodeMeta, VERSION};
+use tokio::task::JoinHandle;
+
+use crate::{admin, status::unix_ms};
+
+/// Why a node could not start. Nothing is left bound when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot create data dir {path}: {source}")]
+    DataDir { path: String, source: io::Error },
+    #[error("cannot bind {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("no free TCP/UDP port pair found on {0} after {1} tries")]
+    NoPortPair(std::net::IpAddr, u32),
+    #[error("membership: {0}")]
+    Membership(#[from] shoal_membership::CoreError),
+}
+
+/// A node that is up: its addresses and a way to stop it.
+#[derive(Debug)]
+pub struct StartedNode {
+    pub tcp_addr: SocketAddr,
+    pub gossip_addr: SocketAddr,
+    pub membership: MembershipHandle,
+    http: JoinHandle<()>,
+    http_stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl StartedNode {
+    /// Leaves the cluster politely (peers see `left`) and stops serving.
+    pub async fn shutdown(self) {
+        let leave = self.membership.leave();
+        if tokio::time::timeout(Duration::from_millis(1_000), leave).await.is_err() {
+            tracing::warn!("leave announcement timed out");
+        }
+        let _ = self.http_stop.send(());
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.http).await;
+    }
+
+    /// Stops without a word, as a crash would (tests).
+    pub async fn kill(self) {
+        self.membership.stop().await;
+        self.http.abort();
+    }
+}
+
+/// Entry points for running a node.
+#[derive(Debug)]
+pub struct Node;
+
+impl Node {
+    /// Binds, starts membership and the admin API, and returns once serving.
+    pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let (tcp, udp) = bind_pair(config.listen)?;
+        let tcp_addr = tcp.local_addr().map_err(|source| NodeError::Bind {
+            what: "TCP",
+            addr: config.listen,
+            source,
+        })?;
+        let bind_err = |what, source| NodeError::Bind {
+            what,
+            addr: tcp_addr,
+            source,
+        };
+        let transport = UdpTransport::from_std(udp).map_err(|e| bind_err("UDP", e))?;
+        let gossip_addr = shoal_membership::Transport::local_addr(&transport);
+        if config.cluster_keys.is_empty() {
+            tracing::warn!(
+                "no cluster key: gossip is unauthenticated; set --cluster-key (`shoal keygen`)"
+            );
+        }
+        let started = unix_ms();
+        let meta = NodeMeta {
+            id: config.id.clone(),
+            role: config.role,
+            dc: config.dc.clone(),
+            tcp_addr,
+            tags: config.tags.clone(),
+            lifecycle: Lifecycle::Active,
+            version: started,
+            build: VERSION.into(),
+            cores: config.cores,
+            load_permille: 0,
+            leader_hint: None,
+            started_unix_ms: started,
+        };
+        let core = CoreConfig {
+            meta,
+            gossip_addr,
+            timing: config.timing.clone(),
+            keys: config.cluster_keys.clone(),
+            rng_seed: rand_seed(),
+            bump: started,
+        };
+        let seeds = resolve_seeds(&config.seeds, gossip_addr).await;
+        let membership = Membership::start(MembershipConfig { core, seeds }, transport)?;
+        tcp.set_nonblocking(true).map_err(|e| bind_err("TCP", e))?;
+        let listener = tokio::net::TcpListener::from_std(tcp).map_err(|e| bind_err("TCP", e))?;
+        let app = admin::router(membership.clone());
+        let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let http = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "admin server stopped");
+            }
+        });
+        Ok(StartedNode {
+            tcp_addr,
+            gossip_addr,
+            membership,
+            http,
+            http_stop,
+        })
+    }
+
+    /// Runs a node until `stop` resolves, then leaves politely.
+    pub async fn run(config: NodeConfig, stop: impl Future<Output = ()>) -> Result<(), NodeError> {
+        let node = Self::start(config.clone()).await?;
+        println!(
+            "shoal node {} ({}, dc {}) listening tcp={} gossip={}",
+            config.id, config.role, config.dc, node.tcp_addr, node.gossip_addr
+        );
+        stop.await;
+        tracing::info!("stopping: announcing departure");
+        node.shutdown().await;
+        Ok(())
+    }
+}
+
+/// How many port pairs to try when the caller asked for port 0.
+const PORT_PAIR_TRIES: u32 = 64;
+
+/// Binds TCP on `listen` and UDP on its port + 1. Port 0 picks a free pair.
+fn bind_pair(listen: SocketAddr) -> Result<(TcpListener, UdpSocket), NodeError> {
+    let bind_udp = |tcp: &SocketAddr| UdpSocket::bind(SocketAddr::new(tcp.ip(), tcp.port() + 1));
+    if listen.port() != 0 {
+        let tcp = TcpListener::bind(listen).map_err(|source| NodeError::Bind {
+            what: "TCP",
+            addr: listen,
+            source,
+        })?;
+        let udp = bind_udp(&listen).map_err(|source| NodeError::Bind {
+            what: "UDP",
+            addr: SocketAddr::new(listen.ip(), listen.port() + 1),
+            source,
+        })?;
+        return Ok((tcp, udp));
+    }
+    for _ in 0..PORT_PAIR_TRIES {
+        let Ok(tcp) = TcpListener::bind(listen) else {
+            continue;
+        };
+        let Ok(addr) = tcp.local_addr() else { continue };
+        if addr.port() == u16::MAX {
+            continue;
+        }
+        if let Ok(udp) = bind_udp(&addr) {
+            return Ok((tcp, udp));
+        }
+    }
+    Err(NodeError::NoPortPair(listen.ip(), PORT_PAIR_TRIES))
+}
+
+/// Seeds are TCP addresses; gossip listens on port + 1. Unresolvable seeds are logged
+/// and skipped (others may still work).
+async fn resolve_seeds(seeds: &[String], me: SocketAddr) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for seed in seeds {
+        match tokio::net::lookup_host(seed.as_str()).await {
+            Ok(addrs) => {
+                let addr = addrs
+                    .filter(|a| a.is_ipv4() == me.is_ipv4())
+                    .map(|a| SocketAddr::new(a.ip(), a.port() + 1))
+                    .next();
+                match addr {
+                    Some(a) if a != me => out.push(a),
+                    Some(_) => {}
+                    None => tracing::warn!(%seed, "seed has no address of our IP family"),
+                }
+            }
+            Err(e) => tracing::warn!(%seed, error = %e, "cannot resolve seed; skipping it"),
+        }
+    }
+    out
+}
+
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(unix_ms())
+}
