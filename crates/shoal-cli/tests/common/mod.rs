@@ -1,0 +1,170 @@
+//! Process-test harness: real `shoal node` processes on loopback with ephemeral ports.
+//! Every wait polls a condition against a deadline; nothing sleeps a fixed time.
+
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use shoal_client::AdminClient;
+use shoal_types::{MemberState, status::StatusDoc};
+
+pub const KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+pub fn shoal() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+}
+
+/// One running `shoal node`; killed when dropped.
+pub struct Proc {
+    pub id: String,
+    pub tcp: SocketAddr,
+    pub child: Child,
+    pub data_dir: tempdir::Dir,
+}
+
+pub mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    /// A directory removed on drop.
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new(tag: &str) -> Self {
+            let n = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let p = std::env::temp_dir().join(format!("shoal-test-{tag}-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&p).expect("create temp dir");
+            Self(p)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    impl Clone for Dir {
+        fn clone(&self) -> Self {
+            Self(self.0.clone())
+        }
+    }
+
+    pub fn keep(p: &Path) -> PathBuf {
+        p.to_path_buf()
+    }
+}
+
+/// Starts a node and waits for its "listening" line (which carries the real ports).
+pub fn start_node(id: &str, listen: &str, seeds: &[SocketAddr], key: Option<&str>) -> Proc {
+    start_node_in(id, listen, seeds, key, tempdir::Dir::new(id), &[])
+}
+
+pub fn start_node_in(
+    id: &str,
+    listen: &str,
+    seeds: &[SocketAddr],
+    key: Option<&str>,
+    data_dir: tempdir::Dir,
+    extra: &[&str],
+) -> Proc {
+    let mut cmd = shoal();
+    cmd.args(["node", "--role", "worker", "--id", id, "--listen", listen, "--profile", "local"])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .args(extra)
+        .env_remove("SHOAL_CLUSTER_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if !seeds.is_empty() {
+        let s: Vec<String> = seeds.iter().map(|a| a.to_string()).collect();
+        cmd.args(["--seeds", &s.join(",")]);
+    }
+    if let Some(k) = key {
+        cmd.env("SHOAL_CLUSTER_KEY", k);
+    }
+    let mut child = cmd.spawn().expect("spawn shoal node");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read ready line");
+    let tcp = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("tcp="))
+        .unwrap_or_else(|| panic!("{id}: no ready line, got {line:?}"))
+        .parse()
+        .expect("tcp address");
+    Proc {
+        id: id.to_string(),
+        tcp,
+        child,
+        data_dir,
+    }
+}
+
+impl Proc {
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    pub fn client(&self) -> AdminClient {
+        AdminClient::new(self.tcp.to_string()).with_timeout(Duration::from_millis(800))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Polls `check` every 50 ms until it holds or `timeout` passes.
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
+
+pub fn status(p: &Proc) -> Option<StatusDoc> {
+    rt().block_on(p.client().status()).ok()
+}
+
+/// How `observer` sees member `id`.
+pub fn state_of(observer: &Proc, id: &str) -> Option<MemberState> {
+    status(observer)?.members.into_iter().find(|m| m.id == id).map(|m| m.state)
+}
+
+pub fn data_path(p: &Proc) -> PathBuf {
+    tempdir::keep(p.data_dir.path())
+}
