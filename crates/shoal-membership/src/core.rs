@@ -558,35 +558,56 @@ impl MembershipCore {
                 incarnation,
                 ..
             } => {
-                let n = self.foca.num_members() + 1;
-                let min = Duration::from_millis(self.timing.suspicion_min_ms(n));
-                let max = min * self.timing.suspicion_max_factor;
-                let expected = (self.timing.suspicion_mult.saturating_sub(2))
-                    .min(n.saturating_sub(2) as u32);
-                let suspicion = Suspicion::new(now, min, max, expected);
-                let due = now + self.awareness.scale(suspicion.timeout());
-                let addr = member_id.addr;
-                let incarnation = *incarnation;
-                let target = member_id.clone();
-                if let Some(old) = self.suspicions.remove(&addr) {
-                    self.timers.cancel(old.key);
-                }
-                let key = self.timers.schedule(due, CoreTimer::Foca(timer));
-                self.stats.suspicions_raised += 1;
-                self.suspicions.insert(
-                    addr,
-                    ActiveSuspicion {
-                        suspicion,
-                        incarnation,
-                        key,
-                    },
-                );
-                self.remind_suspect(target, incarnation, now);
+                let (addr, incarnation, target) = (member_id.addr, *incarnation, member_id.clone());
+                self.start_suspicion(now, addr, incarnation, target, timer);
             }
             _ => {
                 self.timers.schedule(now + after, CoreTimer::Foca(timer));
             }
         }
+    }
+
+    /// foca asks to declare a suspect down later. Lifeguard decides when: the timeout
+    /// starts long and shrinks with confirmations. foca re-submits the timer each time
+    /// it probes a member that is already suspect; that must not restart the clock, or
+    /// a small cluster that keeps probing the same suspect would never declare it down.
+    fn start_suspicion(
+        &mut self,
+        now: Duration,
+        addr: SocketAddr,
+        incarnation: u16,
+        target: GossipId,
+        timer: Timer<GossipId>,
+    ) {
+        if let Some(active) = self.suspicions.get_mut(&addr)
+            && active.incarnation == incarnation
+        {
+            // Same suspicion: keep its start and deadline, hold foca's latest timer.
+            let due = self.timers.cancel(active.key).map_or(now, |_| active.key.due);
+            active.key = self.timers.schedule(due, CoreTimer::Foca(timer));
+            return;
+        }
+        let n = self.foca.num_members() + 1;
+        let min = Duration::from_millis(self.timing.suspicion_min_ms(n));
+        let max = min * self.timing.suspicion_max_factor;
+        let expected =
+            (self.timing.suspicion_mult.saturating_sub(2)).min(n.saturating_sub(2) as u32);
+        let suspicion = Suspicion::new(now, min, max, expected);
+        let due = now + self.awareness.scale(suspicion.timeout());
+        if let Some(old) = self.suspicions.remove(&addr) {
+            self.timers.cancel(old.key);
+        }
+        let key = self.timers.schedule(due, CoreTimer::Foca(timer));
+        self.stats.suspicions_raised += 1;
+        self.suspicions.insert(
+            addr,
+            ActiveSuspicion {
+                suspicion,
+                incarnation,
+                key,
+            },
+        );
+        self.remind_suspect(target, incarnation, now);
     }
 
     fn handle_notification(&mut self, note: OwnedNotification<GossipId>, now: Duration) {

@@ -260,6 +260,14 @@ impl DevCluster {
         None
     }
 
+    /// (id, pid) of every running child.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.children
+            .iter()
+            .filter_map(|c| Some((c.node.id.clone(), c.child.as_ref()?.id()?)))
+            .collect()
+    }
+
     pub fn log_of(&self, id: &str) -> String {
         self.children
             .iter()

@@ -164,3 +164,17 @@ fn a_node_with_another_key_never_joins() {
         assert_eq!(sim.core(stranger).unwrap().snapshot(sim.now).members.len(), 1);
     }
 }
+
+/// Two nodes: the survivor probes the dead one every period, and foca re-submits the
+/// suspicion timer each time. The suspicion must still run out (regression: it was
+/// restarted on every probe and never fired).
+#[test]
+fn a_two_node_cluster_still_declares_a_crashed_peer_failed() {
+    for seed in seeds(&[81, 82]) {
+        let mut sim = converged(2, seed);
+        sim.crash(1);
+        let took = sim.run_until(S(10), |s| s.state(0, 1) == Some(MemberState::Failed));
+        let took = took.unwrap_or_else(|| panic!("seed {seed}: never declared failed"));
+        assert!(took <= MS(2_000), "seed {seed}: took {took:?}");
+    }
+}

@@ -69,6 +69,8 @@ pub async fn run(args: DevArgs) -> ExitCode {
         }
     };
     let first = cluster.children[0].node.tcp;
+    let pids: Vec<String> = cluster.pids().iter().map(|(id, pid)| format!("{id}={pid}")).collect();
+    println!("pids: {}", pids.join(" "));
     println!(
         "\ncluster is up. try:\n  shoal status --addr {first} --watch\n  shoal events --addr {first}\n\
          logs: {}/<id>/node.log · Ctrl-C stops every node",

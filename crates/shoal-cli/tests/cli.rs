@@ -1,0 +1,112 @@
+//! The CLI's long-running commands as a user runs them: `shoal events` and `shoal dev`.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::Stdio,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// Reads a child's stdout lines on a thread, so tests can wait with a deadline.
+fn line_reader(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn expect_line(rx: &mpsc::Receiver<String>, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + LONG;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if pred(&line) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!("no line with {what}; saw {seen:#?}");
+}
+
+/// `shoal events` prints one line per membership event: a join, then a failure.
+#[test]
+fn events_prints_joins_and_failures() {
+    let a = start_node("e0", "127.0.0.1:0", &[], Some(KEY));
+    let mut follower = shoal()
+        .args(["events", "--addr", &a.tcp.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = line_reader(follower.stdout.take().unwrap());
+    // The stream is open once the node answers; a joiner started now is seen.
+    wait_for("the event stream is up", LONG, || status(&a).is_some());
+    std::thread::sleep(Duration::from_millis(200));
+    let mut b = start_node("e1", "127.0.0.1:0", &[a.tcp], Some(KEY));
+    let joined = expect_line(&lines, "NodeJoined e1", |l| l.contains("NodeJoined") && l.contains(" e1 "));
+    assert!(joined.contains("state=alive"), "{joined}");
+    b.kill9();
+    let failed = expect_line(&lines, "NodeFailed e1", |l| l.contains("NodeFailed") && l.contains(" e1 "));
+    assert!(failed.contains("(worker, dc1)"), "{failed}");
+    let _ = follower.kill();
+    let _ = follower.wait();
+}
+
+/// `shoal dev` with a small cluster: prints the table and HEALTHY once all are alive,
+/// reports a child that dies, and on SIGTERM stops every child within 10 s, freeing
+/// every port.
+#[test]
+fn dev_starts_supervises_and_stops_cleanly() {
+    let dir = tempdir::Dir::new("dev");
+    // A base port unlikely to be in use; the dev command refuses busy ports up front.
+    let base = 20_000 + (std::process::id() % 400) as u16 * 20;
+    let mut dev = shoal()
+        .args(["dev", "--managers", "2", "--gates", "1", "--workers", "1"])
+        .args(["--base-port", &base.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = line_reader(dev.stdout.take().unwrap());
+    expect_line(&lines, "the verdict", |l| l == "HEALTHY");
+    let pids = expect_line(&lines, "the pid line", |l| l.starts_with("pids: "));
+    let w1 = pids
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("w1="))
+        .unwrap_or_else(|| panic!("no w1 in {pids}"));
+    let killed = std::process::Command::new("kill").args(["-9", w1]).status().unwrap();
+    assert!(killed.success());
+    expect_line(&lines, "w1 reported", |l| l.contains("w1 exited") && l.contains("not restarting"));
+    let sent = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    loop {
+        if dev.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(sent.elapsed() < Duration::from_secs(10), "shoal dev still running 10 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for port in [base, base + 2, base + 100, base + 200] {
+        wait_for(&format!("port {port} is free"), Duration::from_secs(5), || {
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        });
+    }
+}
