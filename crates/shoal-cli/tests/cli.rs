@@ -55,10 +55,14 @@ fn events_prints_joins_and_failures() {
     wait_for("the event stream is up", LONG, || status(&a).is_some());
     std::thread::sleep(Duration::from_millis(200));
     let mut b = start_node("e1", "127.0.0.1:0", &[a.tcp], Some(KEY));
-    let joined = expect_line(&lines, "NodeJoined e1", |l| l.contains("NodeJoined") && l.contains(" e1 "));
+    let joined = expect_line(&lines, "NodeJoined e1", |l| {
+        l.contains("NodeJoined") && l.contains(" e1 ")
+    });
     assert!(joined.contains("state=alive"), "{joined}");
     b.kill9();
-    let failed = expect_line(&lines, "NodeFailed e1", |l| l.contains("NodeFailed") && l.contains(" e1 "));
+    let failed = expect_line(&lines, "NodeFailed e1", |l| {
+        l.contains("NodeFailed") && l.contains(" e1 ")
+    });
     assert!(failed.contains("(worker, dc1)"), "{failed}");
     let _ = follower.kill();
     let _ = follower.wait();
@@ -88,9 +92,14 @@ fn dev_starts_supervises_and_stops_cleanly() {
         .split_whitespace()
         .find_map(|kv| kv.strip_prefix("w1="))
         .unwrap_or_else(|| panic!("no w1 in {pids}"));
-    let killed = std::process::Command::new("kill").args(["-9", w1]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", w1])
+        .status()
+        .unwrap();
     assert!(killed.success());
-    expect_line(&lines, "w1 reported", |l| l.contains("w1 exited") && l.contains("not restarting"));
+    expect_line(&lines, "w1 reported", |l| {
+        l.contains("w1 exited") && l.contains("not restarting")
+    });
     let sent = Instant::now();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &dev.id().to_string()])
@@ -101,12 +110,17 @@ fn dev_starts_supervises_and_stops_cleanly() {
         if dev.try_wait().unwrap().is_some() {
             break;
         }
-        assert!(sent.elapsed() < Duration::from_secs(10), "shoal dev still running 10 s after SIGTERM");
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "shoal dev still running 10 s after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     for port in [base, base + 2, base + 100, base + 200] {
-        wait_for(&format!("port {port} is free"), Duration::from_secs(5), || {
-            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-        });
+        wait_for(
+            &format!("port {port} is free"),
+            Duration::from_secs(5),
+            || std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        );
     }
 }

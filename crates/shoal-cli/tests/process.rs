@@ -22,23 +22,47 @@ fn kill_nine_is_detected_and_a_restart_rejoins() {
     let mut nodes = vec![first];
     for i in 1..5 {
         let seed = nodes[0].tcp;
-        nodes.push(start_node(&format!("p{i}"), "127.0.0.1:0", &[seed], Some(KEY)));
+        nodes.push(start_node(
+            &format!("p{i}"),
+            "127.0.0.1:0",
+            &[seed],
+            Some(KEY),
+        ));
     }
     wait_for("5 members alive everywhere", LONG, || {
         nodes.iter().all(|n| {
-            status(n).is_some_and(|d| d.members.iter().filter(|m| m.state == MemberState::Alive).count() == 5)
+            status(n).is_some_and(|d| {
+                d.members
+                    .iter()
+                    .filter(|m| m.state == MemberState::Alive)
+                    .count()
+                    == 5
+            })
         })
     });
     let victim_addr = nodes[3].tcp;
     let victim_dir = nodes[3].data_dir.clone();
     nodes[3].kill9();
     wait_for("every survivor marks p3 failed", LONG, || {
-        nodes.iter().enumerate().filter(|(i, _)| *i != 3).all(|(_, n)| state_of(n, "p3") == Some(MemberState::Failed))
+        nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 3)
+            .all(|(_, n)| state_of(n, "p3") == Some(MemberState::Failed))
     });
     let seed = nodes[0].tcp;
-    nodes[3] = start_node_in("p3", &victim_addr.to_string(), &[seed], Some(KEY), victim_dir, &[]);
+    nodes[3] = start_node_in(
+        "p3",
+        &victim_addr.to_string(),
+        &[seed],
+        Some(KEY),
+        victim_dir,
+        &[],
+    );
     wait_for("p3 alive everywhere after restart", LONG, || {
-        nodes.iter().all(|n| n.id == "p3" || state_of(n, "p3") == Some(MemberState::Alive))
+        nodes
+            .iter()
+            .all(|n| n.id == "p3" || state_of(n, "p3") == Some(MemberState::Alive))
     });
 }
 
@@ -50,14 +74,22 @@ fn a_node_with_another_key_never_appears() {
     let b = start_node("k1", "127.0.0.1:0", &[a.tcp], Some(KEY));
     let other = "2222222222222222222222222222222222222222222222222222222222222222";
     let stranger = start_node("intruder", "127.0.0.1:0", &[a.tcp, b.tcp], Some(other));
-    wait_for("k0 and k1 see each other", LONG, || state_of(&a, "k1") == Some(MemberState::Alive));
+    wait_for("k0 and k1 see each other", LONG, || {
+        state_of(&a, "k1") == Some(MemberState::Alive)
+    });
     wait_for("the stranger's packets are dropped", LONG, || {
-        let metrics = rt().block_on(a.client().get_text("/metrics")).unwrap_or_default();
+        let metrics = rt()
+            .block_on(a.client().get_text("/metrics"))
+            .unwrap_or_default();
         dropped(&metrics, "unknown_key") + dropped(&metrics, "auth_failed") > 0
     });
     for n in [&a, &b] {
         let doc = status(n).expect("status");
-        assert!(doc.members.iter().all(|m| m.id != "intruder"), "{} lists the intruder", n.id);
+        assert!(
+            doc.members.iter().all(|m| m.id != "intruder"),
+            "{} lists the intruder",
+            n.id
+        );
     }
     let doc = status(&stranger).expect("stranger status");
     assert_eq!(doc.members.len(), 1, "the stranger sees nobody");
@@ -78,19 +110,30 @@ fn dropped(metrics: &str, reason: &str) -> u64 {
 fn sigterm_leaves_politely_within_two_seconds() {
     let a = start_node("t0", "127.0.0.1:0", &[], None);
     let mut b = start_node("t1", "127.0.0.1:0", &[a.tcp], None);
-    wait_for("t0 sees t1", LONG, || state_of(&a, "t1") == Some(MemberState::Alive));
+    wait_for("t0 sees t1", LONG, || {
+        state_of(&a, "t1") == Some(MemberState::Alive)
+    });
     let sent = Instant::now();
     b.sigterm();
     let exited = loop {
         if let Some(status) = b.child.try_wait().expect("try_wait") {
             break status;
         }
-        assert!(sent.elapsed() < Duration::from_secs(2), "still running 2 s after SIGTERM");
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "still running 2 s after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(exited.success(), "exit status {exited}");
-    wait_for("t0 sees t1 left", LONG, || state_of(&a, "t1") == Some(MemberState::Left));
-    let events_failed = status(&a).unwrap().members.iter().any(|m| m.state == MemberState::Failed);
+    wait_for("t0 sees t1 left", LONG, || {
+        state_of(&a, "t1") == Some(MemberState::Left)
+    });
+    let events_failed = status(&a)
+        .unwrap()
+        .members
+        .iter()
+        .any(|m| m.state == MemberState::Failed);
     assert!(!events_failed, "nobody is failed");
 }
 
@@ -101,22 +144,48 @@ fn runtime_tags_reach_every_member() {
     let b = start_node("g1", "127.0.0.1:0", &[a.tcp], Some(KEY));
     let c = start_node("g2", "127.0.0.1:0", &[a.tcp], Some(KEY));
     wait_for("3 alive", LONG, || {
-        status(&c).is_some_and(|d| d.members.iter().filter(|m| m.state == MemberState::Alive).count() == 3)
+        status(&c).is_some_and(|d| {
+            d.members
+                .iter()
+                .filter(|m| m.state == MemberState::Alive)
+                .count()
+                == 3
+        })
     });
-    let out = shoal().args(["tag", "set", "gpu=true", "--addr", &b.tcp.to_string()]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = shoal()
+        .args(["tag", "set", "gpu=true", "--addr", &b.tcp.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tag_of = |n: &Proc| {
-        status(n).and_then(|d| d.members.into_iter().find(|m| m.id == "g1")).and_then(|m| m.tags.get("gpu").cloned())
+        status(n)
+            .and_then(|d| d.members.into_iter().find(|m| m.id == "g1"))
+            .and_then(|m| m.tags.get("gpu").cloned())
     };
     wait_for("the tag reaches g0 and g2", LONG, || {
         tag_of(&a).as_deref() == Some("true") && tag_of(&c).as_deref() == Some("true")
     });
-    let out = shoal().args(["tag", "rm", "gpu", "--addr", &b.tcp.to_string()]).output().unwrap();
+    let out = shoal()
+        .args(["tag", "rm", "gpu", "--addr", &b.tcp.to_string()])
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    wait_for("the removal reaches g0 and g2", LONG, || tag_of(&a).is_none() && tag_of(&c).is_none());
-    let bad = shoal().args(["tag", "set", "bad key=1", "--addr", &b.tcp.to_string()]).output().unwrap();
+    wait_for("the removal reaches g0 and g2", LONG, || {
+        tag_of(&a).is_none() && tag_of(&c).is_none()
+    });
+    let bad = shoal()
+        .args(["tag", "set", "bad key=1", "--addr", &b.tcp.to_string()])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("tag key"), "names the rule");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("tag key"),
+        "names the rule"
+    );
 }
 
 /// Invalid configuration: one line naming the key and the rule, exit code 2, and
@@ -124,14 +193,52 @@ fn runtime_tags_reach_every_member() {
 #[test]
 fn invalid_config_exits_two_naming_the_key() {
     let cases: [(&[&str], &str); 5] = [
-        (&["--role", "director", "--id", "x", "--listen", "127.0.0.1:0"], "role: must be one of"),
-        (&["--role", "worker", "--id", "", "--listen", "127.0.0.1:0"], "id: must be 1-64"),
-        (&["--role", "worker", "--id", "x", "--listen", "nowhere"], "listen: `nowhere` must be IP:PORT"),
-        (&["--role", "worker", "--id", "x", "--listen", "127.0.0.1:0", "--cluster-key", "zz"], "cluster_key"),
-        (&["--role", "worker", "--id", "x", "--listen", "127.0.0.1:0", "--seeds", "host"], "seeds"),
+        (
+            &["--role", "director", "--id", "x", "--listen", "127.0.0.1:0"],
+            "role: must be one of",
+        ),
+        (
+            &["--role", "worker", "--id", "", "--listen", "127.0.0.1:0"],
+            "id: must be 1-64",
+        ),
+        (
+            &["--role", "worker", "--id", "x", "--listen", "nowhere"],
+            "listen: `nowhere` must be IP:PORT",
+        ),
+        (
+            &[
+                "--role",
+                "worker",
+                "--id",
+                "x",
+                "--listen",
+                "127.0.0.1:0",
+                "--cluster-key",
+                "zz",
+            ],
+            "cluster_key",
+        ),
+        (
+            &[
+                "--role",
+                "worker",
+                "--id",
+                "x",
+                "--listen",
+                "127.0.0.1:0",
+                "--seeds",
+                "host",
+            ],
+            "seeds",
+        ),
     ];
     for (args, expected) in cases {
-        let out = shoal().arg("node").args(args).env_remove("SHOAL_CLUSTER_KEY").output().unwrap();
+        let out = shoal()
+            .arg("node")
+            .args(args)
+            .env_remove("SHOAL_CLUSTER_KEY")
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
@@ -140,9 +247,17 @@ fn invalid_config_exits_two_naming_the_key() {
     let dir = tempdir::Dir::new("cfg");
     let file = dir.path().join("node.toml");
     std::fs::write(&file, "id = \"f1\"\nrole = \"worker\"\nlisten = \"127.0.0.1:0\"\n[gossip]\nprobe_period_ms = 100\nprobe_timeout_ms = 100\n").unwrap();
-    let out = shoal().args(["node", "--config"]).arg(&file).env_remove("SHOAL_CLUSTER_KEY").output().unwrap();
+    let out = shoal()
+        .args(["node", "--config"])
+        .arg(&file)
+        .env_remove("SHOAL_CLUSTER_KEY")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("gossip.probe_timeout_ms: must be less than probe_period_ms"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("gossip.probe_timeout_ms: must be less than probe_period_ms")
+    );
 }
 
 /// Garbage on the TCP port gets a 4xx; garbage on the gossip port is counted and
@@ -158,16 +273,37 @@ fn malformed_input_is_refused_and_counted() {
     assert!(reply.starts_with("HTTP/1.1 4"), "got {reply:?}");
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let gossip = std::net::SocketAddr::new(a.tcp.ip(), a.tcp.port() + 1);
-    for packet in [&b"SH"[..], b"XX\x01\x01\x00hello", b"SH\x09\x01\x00", &[0u8; 1500][..], b"SH\x01\x01\x00garbage"] {
+    for packet in [
+        &b"SH"[..],
+        b"XX\x01\x01\x00hello",
+        b"SH\x09\x01\x00",
+        &[0u8; 1500][..],
+        b"SH\x01\x01\x00garbage",
+    ] {
         udp.send_to(packet, gossip).unwrap();
     }
     wait_for("five drops counted", LONG, || {
-        let m = rt().block_on(a.client().get_text("/metrics")).unwrap_or_default();
-        ["truncated", "bad_magic", "unknown_version", "oversized", "malformed"].iter().all(|r| dropped(&m, r) >= 1)
+        let m = rt()
+            .block_on(a.client().get_text("/metrics"))
+            .unwrap_or_default();
+        [
+            "truncated",
+            "bad_magic",
+            "unknown_version",
+            "oversized",
+            "malformed",
+        ]
+        .iter()
+        .all(|r| dropped(&m, r) >= 1)
     });
     let doc = status(&a).expect("still serving");
     assert_eq!(doc.members.len(), 1, "no membership change");
-    let out = shoal().args(["status", "--addr", "127.0.0.1:1"]).output().unwrap();
+    let out = shoal()
+        .args(["status", "--addr", "127.0.0.1:1"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach a shoal node at 127.0.0.1:1"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach a shoal node at 127.0.0.1:1")
+    );
 }

@@ -67,7 +67,9 @@ impl AdminClient {
 
     pub async fn set_tag(&self, key: &str, value: &str) -> Result<(), ClientError> {
         let path = format!("/v1/tags/{}", encode_path(key));
-        self.call(Method::PUT, &path, Some(value.as_bytes().to_vec())).await.map(drop)
+        self.call(Method::PUT, &path, Some(value.as_bytes().to_vec()))
+            .await
+            .map(drop)
     }
 
     pub async fn remove_tag(&self, key: &str) -> Result<(), ClientError> {
@@ -85,7 +87,9 @@ impl AdminClient {
         let mut pending = String::new();
         while let Some(frame) = response.frame().await {
             let frame = frame.map_err(|e| self.unreachable(e.to_string()))?;
-            let Some(chunk) = frame.data_ref() else { continue };
+            let Some(chunk) = frame.data_ref() else {
+                continue;
+            };
             pending.push_str(&String::from_utf8_lossy(chunk));
             while let Some(end) = pending.find("\n\n") {
                 let block: String = pending.drain(..end + 2).collect();

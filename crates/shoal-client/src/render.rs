@@ -30,12 +30,18 @@ pub fn format_uptime(s: f64) -> String {
 /// The whole table: header, one row per member, a summary and the verdict.
 pub fn status_table(doc: &StatusDoc) -> String {
     let threshold = doc.gossip.as_ref().map_or(8.0, |g| g.phi_threshold);
-    let headers = ["ID", "ROLE", "DC", "STATE", "LEADER", "UPTIME", "PHI", "ADDR"];
+    let headers = [
+        "ID", "ROLE", "DC", "STATE", "LEADER", "UPTIME", "PHI", "ADDR",
+    ];
     let rows: Vec<[String; 8]> = doc
         .members
         .iter()
         .map(|m| {
-            let id = if m.is_self { format!("{}*", m.id) } else { m.id.clone() };
+            let id = if m.is_self {
+                format!("{}*", m.id)
+            } else {
+                m.id.clone()
+            };
             let phi = if m.is_self {
                 "-".to_string()
             } else if m.phi >= threshold {
@@ -90,7 +96,11 @@ pub fn status_table(doc: &StatusDoc) -> String {
 }
 
 fn or_dash(s: &str) -> String {
-    if s.is_empty() { "-".into() } else { s.to_string() }
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -137,7 +147,10 @@ mod tests {
 
     #[test]
     fn verdict_counts_suspect_and_failed_but_not_left() {
-        let healthy = doc(vec![row("m1", MemberState::Alive), row("w1", MemberState::Left)]);
+        let healthy = doc(vec![
+            row("m1", MemberState::Alive),
+            row("w1", MemberState::Left),
+        ]);
         assert_eq!(verdict(&healthy), "HEALTHY");
         let degraded = doc(vec![
             row("m1", MemberState::Alive),
@@ -150,11 +163,16 @@ mod tests {
 
     #[test]
     fn table_has_the_monitor_columns() {
-        let t = status_table(&doc(vec![row("m1", MemberState::Alive), row("w1", MemberState::Failed)]));
+        let t = status_table(&doc(vec![
+            row("m1", MemberState::Alive),
+            row("w1", MemberState::Failed),
+        ]));
         let mut lines = t.lines();
         assert_eq!(
             lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
-            ["ID", "ROLE", "DC", "STATE", "LEADER", "UPTIME", "PHI", "ADDR"]
+            [
+                "ID", "ROLE", "DC", "STATE", "LEADER", "UPTIME", "PHI", "ADDR"
+            ]
         );
         assert!(t.contains("m1*"), "the answering node is marked");
         assert!(t.contains("1m15s"));

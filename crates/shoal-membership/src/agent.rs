@@ -110,7 +110,8 @@ impl MembershipHandle {
 
     pub async fn set_tag(&self, key: &str, value: &str) -> Result<(), CoreError> {
         let (tx, rx) = oneshot::channel();
-        self.send(Command::SetTag(key.into(), value.into(), tx)).await?;
+        self.send(Command::SetTag(key.into(), value.into(), tx))
+            .await?;
         rx.await.map_err(|_| stopped())?
     }
 

@@ -138,7 +138,9 @@ pub struct MembershipCore {
 
 impl std::fmt::Debug for MembershipCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MembershipCore").field("me", &self.me).finish()
+        f.debug_struct("MembershipCore")
+            .field("me", &self.me)
+            .finish()
     }
 }
 
@@ -363,8 +365,7 @@ impl MembershipCore {
         let Some(timer) = self.timers.cancel(active.key) else {
             return;
         };
-        let due = active.suspicion.started
-            + self.awareness.scale(active.suspicion.timeout());
+        let due = active.suspicion.started + self.awareness.scale(active.suspicion.timeout());
         active.key = self.timers.schedule(due.max(now), timer);
     }
 
@@ -583,7 +584,10 @@ impl MembershipCore {
             && active.incarnation == incarnation
         {
             // Same suspicion: keep its start and deadline, hold foca's latest timer.
-            let due = self.timers.cancel(active.key).map_or(now, |_| active.key.due);
+            let due = self
+                .timers
+                .cancel(active.key)
+                .map_or(now, |_| active.key.due);
             active.key = self.timers.schedule(due, CoreTimer::Foca(timer));
             return;
         }
@@ -702,11 +706,12 @@ impl MembershipCore {
             (Some(_), MemberState::Left) => Some(EventKind::NodeLeft),
             (Some(_), _) => Some(EventKind::NodeUpdated),
         };
-        if previous.map(|p| p.0) == Some(MemberState::Suspect) && next == MemberState::Alive {
-            if let Some(active) = self.suspicions.remove(&gossip.addr) {
-                self.timers.cancel(active.key);
-                self.stats.suspicions_refuted += 1;
-            }
+        if previous.map(|p| p.0) == Some(MemberState::Suspect)
+            && next == MemberState::Alive
+            && let Some(active) = self.suspicions.remove(&gossip.addr)
+        {
+            self.timers.cancel(active.key);
+            self.stats.suspicions_refuted += 1;
         }
         if next != MemberState::Alive && next != MemberState::Suspect {
             self.suspicions.remove(&gossip.addr);
@@ -747,7 +752,8 @@ impl MembershipCore {
 
     fn emit(&mut self, kind: EventKind, id: &NodeId, now: Duration) {
         if let Some(info) = self.member_info(id, now) {
-            self.effects.push(Effect::Event(MembershipEvent { kind, member: info }));
+            self.effects
+                .push(Effect::Event(MembershipEvent { kind, member: info }));
         }
     }
 
@@ -756,7 +762,12 @@ impl MembershipCore {
         let table = self.table.lock();
         let meta = table.get(id);
         let tcp = meta.map_or_else(
-            || SocketAddr::new(view.gossip.addr.ip(), view.gossip.addr.port().saturating_sub(1)),
+            || {
+                SocketAddr::new(
+                    view.gossip.addr.ip(),
+                    view.gossip.addr.port().saturating_sub(1),
+                )
+            },
             |m| m.tcp_addr,
         );
         Some(MemberInfo {

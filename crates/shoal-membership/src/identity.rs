@@ -55,7 +55,11 @@ mod tests {
 
     #[test]
     fn renewed_identity_wins_over_its_old_self() {
-        let a = GossipId::new(NodeId::new("m1").unwrap(), "127.0.0.1:9001".parse().unwrap(), 7);
+        let a = GossipId::new(
+            NodeId::new("m1").unwrap(),
+            "127.0.0.1:9001".parse().unwrap(),
+            7,
+        );
         let b = a.renew().unwrap();
         assert_eq!(a.addr(), b.addr());
         assert!(b.win_addr_conflict(&a));

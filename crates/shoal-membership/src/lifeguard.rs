@@ -99,10 +99,16 @@ mod tests {
             a.apply(1);
         }
         assert_eq!(a.score(), 8);
-        assert_eq!(a.scale(Duration::from_millis(100)), Duration::from_millis(900));
+        assert_eq!(
+            a.scale(Duration::from_millis(100)),
+            Duration::from_millis(900)
+        );
         a.apply(-3);
         assert_eq!(a.score(), 5);
-        assert_eq!(a.scale(Duration::from_millis(100)), Duration::from_millis(600));
+        assert_eq!(
+            a.scale(Duration::from_millis(100)),
+            Duration::from_millis(600)
+        );
     }
 
     #[test]

@@ -58,7 +58,12 @@ impl PhiDetector {
         }
         let n = self.intervals_ms.len() as f64;
         let mean = self.intervals_ms.iter().sum::<f64>() / n;
-        let var = self.intervals_ms.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+        let var = self
+            .intervals_ms
+            .iter()
+            .map(|x| (x - mean).powi(2))
+            .sum::<f64>()
+            / n;
         Some((mean, var.sqrt().max(self.min_std_ms)))
     }
 
@@ -104,7 +109,7 @@ mod tests {
     #[test]
     fn known_values() {
         // At the mean, half the gaps are longer: phi = -log10(0.5).
-        assert!((phi_of(1000.0, 1000.0, 100.0) - 0.30103).abs() < 1e-4);
+        assert!((phi_of(1000.0, 1000.0, 100.0) - std::f64::consts::LOG10_2).abs() < 1e-9);
         // One standard deviation late: P ≈ 0.1587 for a normal; the logistic
         // approximation gives ≈ 0.1587 within 1e-3.
         let p = 10f64.powf(-phi_of(1100.0, 1000.0, 100.0));
@@ -138,7 +143,11 @@ mod tests {
         for t in [0, 100, 200] {
             d.heartbeat(ms(t));
         }
-        assert_eq!(d.phi(ms(1_000_000)), 0.0, "two intervals are too few to judge");
+        assert_eq!(
+            d.phi(ms(1_000_000)),
+            0.0,
+            "two intervals are too few to judge"
+        );
         d.heartbeat(ms(300));
         assert!(d.phi(ms(1_000_000)) > 8.0);
     }

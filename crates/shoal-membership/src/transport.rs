@@ -275,6 +275,9 @@ mod tests {
         net.set_loss(1.0);
         a.send_to(b"lost", b.local_addr()).await.unwrap();
         assert_eq!(net.counters(), (1, 2));
-        assert!(net.bind(a.local_addr()).is_err(), "an address is bound once");
+        assert!(
+            net.bind(a.local_addr()).is_err(),
+            "an address is bound once"
+        );
     }
 }

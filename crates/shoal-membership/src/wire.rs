@@ -147,7 +147,13 @@ impl Sealer {
                 let aad = out.clone();
                 out.extend_from_slice(&nonce);
                 let sealed = cipher
-                    .encrypt(Nonce::from_slice(&nonce), Payload { msg: payload, aad: &aad })
+                    .encrypt(
+                        Nonce::from_slice(&nonce),
+                        Payload {
+                            msg: payload,
+                            aad: &aad,
+                        },
+                    )
                     .expect("ChaCha20-Poly1305 encryption of an in-memory buffer cannot fail");
                 out.extend_from_slice(&sealed);
             }
@@ -233,7 +239,10 @@ mod tests {
         let old = Sealer::new(&[[1; 32]]);
         let rotating = Sealer::new(&[[2; 32], [1; 32]]);
         let p = old.seal(Kind::MetaPush, b"meta", &mut rng());
-        assert_eq!(rotating.open(&p).unwrap(), (Kind::MetaPush, b"meta".to_vec()));
+        assert_eq!(
+            rotating.open(&p).unwrap(),
+            (Kind::MetaPush, b"meta".to_vec())
+        );
         let q = rotating.seal(Kind::Swim, b"x", &mut rng());
         assert_eq!(old.open(&q), Err(DropReason::UnknownKey));
     }
@@ -244,16 +253,29 @@ mod tests {
         let theirs = Sealer::new(&[[3; 32]]);
         let plain = Sealer::new(&[]);
         let p = theirs.seal(Kind::Swim, b"join me", &mut rng());
-        assert!(matches!(ours.open(&p), Err(DropReason::UnknownKey | DropReason::AuthFailed)));
-        assert_eq!(ours.open(&plain.seal(Kind::Swim, b"x", &mut rng())), Err(DropReason::UnknownKey));
-        assert_eq!(plain.open(&ours.seal(Kind::Swim, b"x", &mut rng())), Err(DropReason::UnknownKey));
+        assert!(matches!(
+            ours.open(&p),
+            Err(DropReason::UnknownKey | DropReason::AuthFailed)
+        ));
+        assert_eq!(
+            ours.open(&plain.seal(Kind::Swim, b"x", &mut rng())),
+            Err(DropReason::UnknownKey)
+        );
+        assert_eq!(
+            plain.open(&ours.seal(Kind::Swim, b"x", &mut rng())),
+            Err(DropReason::UnknownKey)
+        );
         let mut t = ours.seal(Kind::Swim, b"payload", &mut rng());
         let last = t.len() - 1;
         t[last] ^= 1;
         assert_eq!(ours.open(&t), Err(DropReason::AuthFailed));
         let mut k = ours.seal(Kind::Swim, b"payload", &mut rng());
         k[3] = Kind::MetaPush as u8;
-        assert_eq!(ours.open(&k), Err(DropReason::AuthFailed), "the kind is authenticated");
+        assert_eq!(
+            ours.open(&k),
+            Err(DropReason::AuthFailed),
+            "the kind is authenticated"
+        );
     }
 
     #[test]
@@ -263,7 +285,10 @@ mod tests {
         assert_eq!(s.open(b"XX\x01\x01\x00"), Err(DropReason::BadMagic));
         assert_eq!(s.open(b"SH\x09\x01\x00"), Err(DropReason::UnknownVersion));
         assert_eq!(s.open(b"SH\x01\x77\x00"), Err(DropReason::UnknownKind));
-        assert_eq!(s.open(&vec![0u8; GOSSIP_PACKET_BYTES_MAX + 1]), Err(DropReason::Oversized));
+        assert_eq!(
+            s.open(&vec![0u8; GOSSIP_PACKET_BYTES_MAX + 1]),
+            Err(DropReason::Oversized)
+        );
     }
 
     proptest! {

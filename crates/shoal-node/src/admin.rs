@@ -23,7 +23,7 @@ use axum::{
 };
 use futures_util::Stream;
 use serde::Serialize;
-use shoal_membership::{MembershipHandle, MembershipEvent};
+use shoal_membership::{MembershipEvent, MembershipHandle};
 use shoal_types::limits::TAG_VALUE_BYTES_MAX;
 use tokio_stream::StreamExt;
 
@@ -50,11 +50,20 @@ struct ErrorBody {
 }
 
 fn error(code: StatusCode, message: impl Into<String>) -> Response {
-    (code, Json(ErrorBody { error: message.into() })).into_response()
+    (
+        code,
+        Json(ErrorBody {
+            error: message.into(),
+        }),
+    )
+        .into_response()
 }
 
 async fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "no such route; see GET /v1/status, /v1/members, /v1/events, /metrics")
+    error(
+        StatusCode::NOT_FOUND,
+        "no such route; see GET /v1/status, /v1/members, /v1/events, /metrics",
+    )
 }
 
 async fn status(State(m): State<MembershipHandle>) -> Response {
@@ -63,7 +72,12 @@ async fn status(State(m): State<MembershipHandle>) -> Response {
 
 async fn members(State(m): State<MembershipHandle>) -> Response {
     let now = unix_ms();
-    let rows: Vec<_> = m.snapshot().members.iter().map(|x| member_row(x, now)).collect();
+    let rows: Vec<_> = m
+        .snapshot()
+        .members
+        .iter()
+        .map(|x| member_row(x, now))
+        .collect();
     Json(rows).into_response()
 }
 
@@ -100,7 +114,11 @@ async fn events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-async fn set_tag(State(m): State<MembershipHandle>, Path(key): Path<String>, body: String) -> Response {
+async fn set_tag(
+    State(m): State<MembershipHandle>,
+    Path(key): Path<String>,
+    body: String,
+) -> Response {
     if body.len() > TAG_VALUE_BYTES_MAX {
         return error(
             StatusCode::BAD_REQUEST,
@@ -116,7 +134,10 @@ async fn set_tag(State(m): State<MembershipHandle>, Path(key): Path<String>, bod
 async fn remove_tag(State(m): State<MembershipHandle>, Path(key): Path<String>) -> Response {
     match m.remove_tag(&key).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
-        Ok(false) => error(StatusCode::NOT_FOUND, format!("tag `{key}` is not set on this node")),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            format!("tag `{key}` is not set on this node"),
+        ),
         Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }

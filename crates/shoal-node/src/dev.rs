@@ -58,15 +58,30 @@ impl DevPlan {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (key, n) in [("managers", self.managers), ("gates", self.gates), ("workers", self.workers)] {
+        for (key, n) in [
+            ("managers", self.managers),
+            ("gates", self.gates),
+            ("workers", self.workers),
+        ] {
             if n > DEV_NODES_PER_ROLE_MAX {
-                return Err(ConfigError::new(key, format!("must be 0..={DEV_NODES_PER_ROLE_MAX}")));
+                return Err(ConfigError::new(
+                    key,
+                    format!("must be 0..={DEV_NODES_PER_ROLE_MAX}"),
+                ));
             }
         }
         if self.managers + self.gates + self.workers == 0 {
-            return Err(ConfigError::new("managers", "at least one node must be started"));
+            return Err(ConfigError::new(
+                "managers",
+                "at least one node must be started",
+            ));
         }
-        let highest = self.nodes().iter().map(|n| n.tcp.port() as u32 + 1).max().unwrap_or(0);
+        let highest = self
+            .nodes()
+            .iter()
+            .map(|n| n.tcp.port() as u32 + 1)
+            .max()
+            .unwrap_or(0);
         if self.base_port == 0 || highest > u16::MAX as u32 - 1 {
             return Err(ConfigError::new(
                 "base_port",
@@ -126,13 +141,20 @@ pub enum DevError {
         source: std::io::Error,
     },
     #[error("cannot prepare {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot start {id}: {source}")]
     Spawn { id: String, source: std::io::Error },
     #[error("the cluster did not come up within {0:?}; logs are in {1}")]
     NotAlive(Duration, String),
     #[error("{id} exited during start-up ({status}); see {log}")]
-    ChildExited { id: String, status: String, log: String },
+    ChildExited {
+        id: String,
+        status: String,
+        log: String,
+    },
 }
 
 /// A running child.
@@ -205,7 +227,10 @@ impl DevCluster {
             cmd.args(["--seeds", &seeds.join(",")]);
         }
         cmd.env("SHOAL_CLUSTER_KEY", &self.plan.cluster_key)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
@@ -282,7 +307,9 @@ impl DevCluster {
 
     /// kill -9 one child.
     pub async fn kill(&mut self, id: &str) -> bool {
-        let Some(i) = self.index_of(id) else { return false };
+        let Some(i) = self.index_of(id) else {
+            return false;
+        };
         match self.children[i].child.take() {
             Some(mut child) => {
                 let _ = child.kill().await;
@@ -347,7 +374,10 @@ async fn terminate(pid: u32) {
         .status()
         .await;
     if status.is_err() {
-        tracing::debug!(pid, "`kill` is unavailable; the child will be killed after the grace period");
+        tracing::debug!(
+            pid,
+            "`kill` is unavailable; the child will be killed after the grace period"
+        );
     }
 }
 
@@ -366,12 +396,22 @@ mod tests {
     #[test]
     fn ports_follow_the_design_table() {
         let plan = DevPlan::new(9000, 3, 1, 2);
-        let ports: Vec<(String, u16)> =
-            plan.nodes().into_iter().map(|n| (n.id, n.tcp.port())).collect();
+        let ports: Vec<(String, u16)> = plan
+            .nodes()
+            .into_iter()
+            .map(|n| (n.id, n.tcp.port()))
+            .collect();
         assert_eq!(
             ports,
-            [("m1", 9000), ("m2", 9002), ("m3", 9004), ("g1", 9100), ("w1", 9200), ("w2", 9202)]
-                .map(|(i, p)| (i.to_string(), p))
+            [
+                ("m1", 9000),
+                ("m2", 9002),
+                ("m3", 9004),
+                ("g1", 9100),
+                ("w1", 9200),
+                ("w2", 9202)
+            ]
+            .map(|(i, p)| (i.to_string(), p))
         );
         let m2 = &plan.nodes()[1];
         assert_eq!(plan.seeds_for(m2), ["127.0.0.1:9000", "127.0.0.1:9004"]);
@@ -381,8 +421,20 @@ mod tests {
     #[test]
     fn plans_are_checked() {
         assert!(DevPlan::new(9000, 0, 0, 0).validate().is_err());
-        assert!(DevPlan::new(9000, 51, 0, 0).validate().unwrap_err().to_string().contains("managers"));
-        assert!(DevPlan::new(65400, 1, 1, 1).validate().unwrap_err().to_string().contains("base_port"));
+        assert!(
+            DevPlan::new(9000, 51, 0, 0)
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("managers")
+        );
+        assert!(
+            DevPlan::new(65400, 1, 1, 1)
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("base_port")
+        );
         assert!(DevPlan::new(9000, 3, 1, 2).validate().is_ok());
     }
 }

@@ -29,9 +29,19 @@ pub fn render(snap: &Snapshot) -> String {
         .iter()
         .map(|st| (format!("{{state=\"{st}\"}}"), snap.count(*st) as f64))
         .collect();
-    family("shoal_members", "gauge", "Known members by state, this node included.", &by_state);
+    family(
+        "shoal_members",
+        "gauge",
+        "Known members by state, this node included.",
+        &by_state,
+    );
     let plain = |v: u64| vec![(String::new(), v as f64)];
-    family("shoal_gossip_probes_sent_total", "counter", "Direct probes sent.", &plain(s.probes_sent));
+    family(
+        "shoal_gossip_probes_sent_total",
+        "counter",
+        "Direct probes sent.",
+        &plain(s.probes_sent),
+    );
     family(
         "shoal_gossip_probes_failed_total",
         "counter",
@@ -57,11 +67,36 @@ pub fn render(snap: &Snapshot) -> String {
             (format!("{{reason=\"{}\"}}", r.as_str()), v as f64)
         })
         .collect();
-    family("shoal_gossip_packets_dropped_total", "counter", "Inbound packets dropped, by reason.", &dropped);
-    family("shoal_gossip_packets_in_total", "counter", "Datagrams received.", &plain(s.packets_in));
-    family("shoal_gossip_packets_out_total", "counter", "Datagrams sent.", &plain(s.packets_out));
-    family("shoal_gossip_bytes_in_total", "counter", "Gossip bytes received.", &plain(s.bytes_in));
-    family("shoal_gossip_bytes_out_total", "counter", "Gossip bytes sent.", &plain(s.bytes_out));
+    family(
+        "shoal_gossip_packets_dropped_total",
+        "counter",
+        "Inbound packets dropped, by reason.",
+        &dropped,
+    );
+    family(
+        "shoal_gossip_packets_in_total",
+        "counter",
+        "Datagrams received.",
+        &plain(s.packets_in),
+    );
+    family(
+        "shoal_gossip_packets_out_total",
+        "counter",
+        "Datagrams sent.",
+        &plain(s.packets_out),
+    );
+    family(
+        "shoal_gossip_bytes_in_total",
+        "counter",
+        "Gossip bytes received.",
+        &plain(s.bytes_in),
+    );
+    family(
+        "shoal_gossip_bytes_out_total",
+        "counter",
+        "Gossip bytes sent.",
+        &plain(s.bytes_out),
+    );
     family(
         "shoal_gossip_timers_late_total",
         "counter",
@@ -80,6 +115,11 @@ pub fn render(snap: &Snapshot) -> String {
         .filter(|m| !m.is_self)
         .map(|m| (format!("{{member=\"{}\"}}", m.id), m.phi))
         .collect();
-    family("shoal_member_phi", "gauge", "Phi accrual suspicion level per member.", &phis);
+    family(
+        "shoal_member_phi",
+        "gauge",
+        "Phi accrual suspicion level per member.",
+        &phis,
+    );
     out
 }

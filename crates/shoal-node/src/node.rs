@@ -7,9 +7,7 @@ use std::{
     time::Duration,
 };
 
-use shoal_membership::{
-    CoreConfig, Membership, MembershipConfig, MembershipHandle, UdpTransport,
-};
+use shoal_membership::{CoreConfig, Membership, MembershipConfig, MembershipHandle, UdpTransport};
 use shoal_types::{Lifecycle, NodeConfig, NodeMeta, VERSION};
 use tokio::task::JoinHandle;
 
@@ -46,7 +44,10 @@ impl StartedNode {
     /// Leaves the cluster politely (peers see `left`) and stops serving.
     pub async fn shutdown(self) {
         let leave = self.membership.leave();
-        if tokio::time::timeout(Duration::from_millis(1_000), leave).await.is_err() {
+        if tokio::time::timeout(Duration::from_millis(1_000), leave)
+            .await
+            .is_err()
+        {
             tracing::warn!("leave announcement timed out");
         }
         let _ = self.http_stop.send(());

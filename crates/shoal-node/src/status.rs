@@ -46,7 +46,9 @@ pub fn status_doc(snap: &Snapshot, now_ms: u64) -> StatusDoc {
             dc: me.dc.clone().unwrap_or_default(),
             addr: me.addr.clone(),
             state: me.lifecycle.map(|l| l.to_string()).unwrap_or_default(),
-            uptime_s: round1(now_ms.saturating_sub(me.started_unix_ms.unwrap_or(now_ms)) as f64 / 1000.0),
+            uptime_s: round1(
+                now_ms.saturating_sub(me.started_unix_ms.unwrap_or(now_ms)) as f64 / 1000.0,
+            ),
             version: me.version.clone().unwrap_or_default(),
         },
         members: snap.members.iter().map(|m| member_row(m, now_ms)).collect(),

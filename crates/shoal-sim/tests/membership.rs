@@ -15,7 +15,10 @@ const MS: fn(u64) -> Duration = Duration::from_millis;
 fn converged(n: usize, seed: u64) -> SimCluster {
     let mut sim = SimCluster::new(n, seed, Profile::Local, Some([42; 32]));
     let took = sim.run_until(S(30), |s| s.converged());
-    assert!(took.is_some(), "seed {seed}: {n} nodes did not converge in 30 s");
+    assert!(
+        took.is_some(),
+        "seed {seed}: {n} nodes did not converge in 30 s"
+    );
     sim
 }
 
@@ -31,9 +34,17 @@ fn sixteen_nodes_converge_and_share_metadata() {
         assert!(
             snap.members.iter().all(|m| m.role.is_some()),
             "seed {seed}: every member's metadata arrived: {:?}",
-            snap.members.iter().filter(|m| m.role.is_none()).map(|m| &m.id).collect::<Vec<_>>()
+            snap.members
+                .iter()
+                .filter(|m| m.role.is_none())
+                .map(|m| &m.id)
+                .collect::<Vec<_>>()
         );
-        assert!(sim.failures().is_empty(), "seed {seed}: {:?}", sim.failures());
+        assert!(
+            sim.failures().is_empty(),
+            "seed {seed}: {:?}",
+            sim.failures()
+        );
     }
 }
 
@@ -46,11 +57,25 @@ fn ten_percent_loss_for_five_minutes_declares_no_one_failed() {
         sim.set_loss(0.10);
         sim.run_for(S(300));
         let failures = sim.failures();
-        assert!(failures.is_empty(), "seed {seed}: false positives: {failures:?}");
-        assert!(sim.lost > 1000, "seed {seed}: the loss was really applied ({})", sim.lost);
-        let raised: u64 = (0..16).map(|i| sim.core(i).unwrap().stats().suspicions_raised).sum();
-        let refuted: u64 = (0..16).map(|i| sim.core(i).unwrap().stats().suspicions_refuted).sum();
-        eprintln!("seed {seed}: suspicions raised {raised}, refuted {refuted}, lost {}", sim.lost);
+        assert!(
+            failures.is_empty(),
+            "seed {seed}: false positives: {failures:?}"
+        );
+        assert!(
+            sim.lost > 1000,
+            "seed {seed}: the loss was really applied ({})",
+            sim.lost
+        );
+        let raised: u64 = (0..16)
+            .map(|i| sim.core(i).unwrap().stats().suspicions_raised)
+            .sum();
+        let refuted: u64 = (0..16)
+            .map(|i| sim.core(i).unwrap().stats().suspicions_refuted)
+            .sum();
+        eprintln!(
+            "seed {seed}: suspicions raised {raised}, refuted {refuted}, lost {}",
+            sim.lost
+        );
     }
 }
 
@@ -65,9 +90,16 @@ fn a_crashed_node_is_declared_failed_by_all_within_budget() {
         let took = sim.run_until(S(10), |s| s.all_see(3, MemberState::Failed));
         let took = took.unwrap_or_else(|| panic!("seed {seed}: never declared failed"));
         assert!(took <= MS(2_000), "seed {seed}: took {took:?}");
-        let observers: Vec<usize> =
-            sim.events_about(3, EventKind::NodeFailed).into_iter().map(|(o, _)| o).collect();
-        assert_eq!(observers.len(), 4, "seed {seed}: one failure event per survivor");
+        let observers: Vec<usize> = sim
+            .events_about(3, EventKind::NodeFailed)
+            .into_iter()
+            .map(|(o, _)| o)
+            .collect();
+        assert_eq!(
+            observers.len(),
+            4,
+            "seed {seed}: one failure event per survivor"
+        );
         // Nobody else was harmed.
         assert_eq!(sim.failures().len(), 4, "seed {seed}: {:?}", sim.failures());
     }
@@ -80,8 +112,13 @@ fn a_partitioned_node_fails_then_rejoins_after_healing() {
     for seed in seeds(&[31, 32]) {
         let mut sim = converged(5, seed);
         sim.partition(&[4], &[0, 1, 2, 3]);
-        let took = sim.run_until(S(10), |s| (0..4).all(|o| s.state(o, 4) == Some(MemberState::Failed)));
-        assert!(took.is_some(), "seed {seed}: the majority never declared the cut-off node failed");
+        let took = sim.run_until(S(10), |s| {
+            (0..4).all(|o| s.state(o, 4) == Some(MemberState::Failed))
+        });
+        assert!(
+            took.is_some(),
+            "seed {seed}: the majority never declared the cut-off node failed"
+        );
         for o in 0..4 {
             for t in 0..4 {
                 if o != t {
@@ -91,8 +128,14 @@ fn a_partitioned_node_fails_then_rejoins_after_healing() {
         }
         sim.heal();
         let back = sim.run_until(S(30), |s| s.converged());
-        assert!(back.is_some(), "seed {seed}: the node did not rejoin after healing");
-        assert!(!sim.events_about(4, EventKind::NodeRecovered).is_empty(), "seed {seed}");
+        assert!(
+            back.is_some(),
+            "seed {seed}: the node did not rejoin after healing"
+        );
+        assert!(
+            !sim.events_about(4, EventKind::NodeRecovered).is_empty(),
+            "seed {seed}"
+        );
     }
 }
 
@@ -109,7 +152,10 @@ fn a_one_way_block_is_routed_around() {
             "seed {seed}: nodes with a working path still see 4 alive"
         );
         sim.heal();
-        assert!(sim.run_until(S(30), |s| s.converged()).is_some(), "seed {seed}");
+        assert!(
+            sim.run_until(S(30), |s| s.converged()).is_some(),
+            "seed {seed}"
+        );
     }
 }
 
@@ -119,9 +165,15 @@ fn a_restarted_node_comes_back_alive() {
     for seed in seeds(&[51]) {
         let mut sim = converged(5, seed);
         sim.crash(2);
-        assert!(sim.run_until(S(10), |s| s.all_see(2, MemberState::Failed)).is_some());
+        assert!(
+            sim.run_until(S(10), |s| s.all_see(2, MemberState::Failed))
+                .is_some()
+        );
         sim.restart(2);
-        assert!(sim.run_until(S(15), |s| s.converged()).is_some(), "seed {seed}");
+        assert!(
+            sim.run_until(S(15), |s| s.converged()).is_some(),
+            "seed {seed}"
+        );
     }
 }
 
@@ -138,13 +190,19 @@ fn tags_spread_and_leaving_is_not_failing() {
                 m.tags.get("gpu").map(String::as_str) == Some("true")
             })
         });
-        assert!(spread.is_some(), "seed {seed}: the tag did not reach everyone");
+        assert!(
+            spread.is_some(),
+            "seed {seed}: the tag did not reach everyone"
+        );
         sim.with_core(5, |c, now| c.leave(now));
         sim.run_for(MS(300));
         sim.crash(5);
         let seen = sim.run_until(S(5), |s| s.all_see(5, MemberState::Left));
         assert!(seen.is_some(), "seed {seed}: not everyone saw node 5 leave");
-        assert!(sim.events_about(5, EventKind::NodeFailed).is_empty(), "seed {seed}");
+        assert!(
+            sim.events_about(5, EventKind::NodeFailed).is_empty(),
+            "seed {seed}"
+        );
     }
 }
 
@@ -160,8 +218,14 @@ fn a_node_with_another_key_never_joins() {
             assert_eq!(sim.state(o, stranger), None, "seed {seed}: observer {o}");
         }
         let dropped: u64 = sim.core(0).unwrap().stats().dropped.values().sum();
-        assert!(dropped > 0, "seed {seed}: the stranger's announces were counted");
-        assert_eq!(sim.core(stranger).unwrap().snapshot(sim.now).members.len(), 1);
+        assert!(
+            dropped > 0,
+            "seed {seed}: the stranger's announces were counted"
+        );
+        assert_eq!(
+            sim.core(stranger).unwrap().snapshot(sim.now).members.len(),
+            1
+        );
     }
 }
 

@@ -183,7 +183,10 @@ impl GossipTiming {
         rule(
             self.probe_timeout_ms < self.probe_period_ms,
             "probe_timeout_ms",
-            &format!("must be less than probe_period_ms ({})", self.probe_period_ms),
+            &format!(
+                "must be less than probe_period_ms ({})",
+                self.probe_period_ms
+            ),
         )?;
         rule(
             (1..=16).contains(&self.indirect_probes),
@@ -191,14 +194,26 @@ impl GossipTiming {
             "must be 1..=16",
         )?;
         rule(self.suspicion_mult >= 1, "suspicion_mult", "must be >= 1")?;
-        rule(self.suspicion_base_ms > 0, "suspicion_base_ms", "must be > 0")?;
+        rule(
+            self.suspicion_base_ms > 0,
+            "suspicion_base_ms",
+            "must be > 0",
+        )?;
         rule(
             (1..=10).contains(&self.suspicion_max_factor),
             "suspicion_max_factor",
             "must be 1..=10",
         )?;
-        rule(self.gossip_interval_ms > 0, "gossip_interval_ms", "must be > 0")?;
-        rule((1..=16).contains(&self.gossip_fanout), "gossip_fanout", "must be 1..=16")?;
+        rule(
+            self.gossip_interval_ms > 0,
+            "gossip_interval_ms",
+            "must be > 0",
+        )?;
+        rule(
+            (1..=16).contains(&self.gossip_fanout),
+            "gossip_fanout",
+            "must be 1..=16",
+        )?;
         rule(
             (1..=64).contains(&self.max_transmissions),
             "max_transmissions",
@@ -214,9 +229,21 @@ impl GossipTiming {
             "phi_threshold",
             "must be a positive number",
         )?;
-        rule(self.announce_interval_ms > 0, "announce_interval_ms", "must be > 0")?;
-        rule(self.seed_retry_max_ms > 0, "seed_retry_max_ms", "must be > 0")?;
-        rule(self.forget_failed_after_s > 0, "forget_failed_after_s", "must be > 0")
+        rule(
+            self.announce_interval_ms > 0,
+            "announce_interval_ms",
+            "must be > 0",
+        )?;
+        rule(
+            self.seed_retry_max_ms > 0,
+            "seed_retry_max_ms",
+            "must be > 0",
+        )?;
+        rule(
+            self.forget_failed_after_s > 0,
+            "forget_failed_after_s",
+            "must be > 0",
+        )
     }
 }
 
@@ -287,8 +314,9 @@ pub struct PartialConfig {
 impl PartialConfig {
     /// Reads a TOML config file; unknown keys are refused.
     pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new("config", format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
+        })?;
         Self::from_toml_str(&text)
             .map_err(|e| ConfigError::new(format!("config ({})", path.display()), e.rule))
     }
@@ -347,7 +375,9 @@ impl NodeConfig {
         }
         let profile = match layer.profile.as_deref() {
             None => Profile::default(),
-            Some(p) => p.parse().map_err(|rule| ConfigError::new("profile", rule))?,
+            Some(p) => p
+                .parse()
+                .map_err(|rule| ConfigError::new("profile", rule))?,
         };
         let cluster_keys = match layer.cluster_key.as_deref() {
             None | Some("") => Vec::new(),
@@ -486,12 +516,18 @@ mod tests {
             id: Some(String::new()),
             ..base()
         });
-        assert_eq!(e, "invalid config: id: must be 1-64 characters of [A-Za-z0-9_.-]");
+        assert_eq!(
+            e,
+            "invalid config: id: must be 1-64 characters of [A-Za-z0-9_.-]"
+        );
         let e = err(PartialConfig {
             role: Some("director".into()),
             ..base()
         });
-        assert_eq!(e, "invalid config: role: must be one of manager, gate, worker");
+        assert_eq!(
+            e,
+            "invalid config: role: must be one of manager, gate, worker"
+        );
         let e = err(PartialConfig {
             listen: Some("localhost".into()),
             ..base()
@@ -507,12 +543,18 @@ mod tests {
             seeds: Some(vec!["10.0.0.1".into()]),
             ..base()
         });
-        assert!(e.starts_with("invalid config: seeds: `10.0.0.1` must be HOST:PORT"), "{e}");
+        assert!(
+            e.starts_with("invalid config: seeds: `10.0.0.1` must be HOST:PORT"),
+            "{e}"
+        );
         let e = err(PartialConfig {
             cluster_key: Some("abc".into()),
             ..base()
         });
-        assert!(e.starts_with("invalid config: cluster_key: must be 64 hex"), "{e}");
+        assert!(
+            e.starts_with("invalid config: cluster_key: must be 64 hex"),
+            "{e}"
+        );
         let e = err(PartialConfig {
             listen: Some("127.0.0.1:65535".into()),
             ..base()

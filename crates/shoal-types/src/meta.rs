@@ -128,12 +128,17 @@ mod tests {
 
     #[test]
     fn tags_are_checked() {
-        assert_eq!(parse_tag("gpu=true").unwrap(), ("gpu".into(), "true".into()));
+        assert_eq!(
+            parse_tag("gpu=true").unwrap(),
+            ("gpu".into(), "true".into())
+        );
         assert!(parse_tag("gpu").unwrap_err().contains("KEY=VALUE"));
         assert!(parse_tag("g pu=1").unwrap_err().contains("tag key"));
         let long = format!("k={}", "v".repeat(TAG_VALUE_BYTES_MAX + 1));
         assert!(parse_tag(&long).unwrap_err().contains("at most"));
-        let many: BTreeMap<_, _> = (0..=TAGS_MAX).map(|i| (format!("k{i}"), "v".into())).collect();
+        let many: BTreeMap<_, _> = (0..=TAGS_MAX)
+            .map(|i| (format!("k{i}"), "v".into()))
+            .collect();
         assert_eq!(validate_tags(&many), Err(TagError::TooMany));
     }
 }

@@ -68,4 +68,3 @@ pub struct StatusDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gossip: Option<GossipSection>,
 }
-

@@ -69,7 +69,11 @@ pub async fn run(args: DevArgs) -> ExitCode {
         }
     };
     let first = cluster.children[0].node.tcp;
-    let pids: Vec<String> = cluster.pids().iter().map(|(id, pid)| format!("{id}={pid}")).collect();
+    let pids: Vec<String> = cluster
+        .pids()
+        .iter()
+        .map(|(id, pid)| format!("{id}={pid}"))
+        .collect();
     println!("pids: {}", pids.join(" "));
     println!(
         "\ncluster is up. try:\n  shoal status --addr {first} --watch\n  shoal events --addr {first}\n\
@@ -132,7 +136,12 @@ async fn tour(cluster: &mut DevCluster) -> Result<(), String> {
         .iter()
         .rev()
         .find(|c| c.node.role == shoal_types::Role::Worker)
-        .unwrap_or_else(|| cluster.children.last().expect("a plan has at least one node"))
+        .unwrap_or_else(|| {
+            cluster
+                .children
+                .last()
+                .expect("a plan has at least one node")
+        })
         .node
         .id
         .clone();
@@ -142,25 +151,44 @@ async fn tour(cluster: &mut DevCluster) -> Result<(), String> {
         .filter(|c| c.node.id != victim)
         .map(|c| c.node.tcp.to_string())
         .collect();
-    println!("\n== kill -9 {victim}; waiting until all {} survivors mark it failed", observers.len());
+    println!(
+        "\n== kill -9 {victim}; waiting until all {} survivors mark it failed",
+        observers.len()
+    );
     let killed = Instant::now();
     cluster.kill(&victim).await;
-    wait_all_see(&observers, &victim, MemberState::Failed, Duration::from_secs(15))
-        .await
-        .ok_or_else(|| format!("{victim} was not marked failed everywhere within 15 s"))?;
+    wait_all_see(
+        &observers,
+        &victim,
+        MemberState::Failed,
+        Duration::from_secs(15),
+    )
+    .await
+    .ok_or_else(|| format!("{victim} was not marked failed everywhere within 15 s"))?;
     let took = killed.elapsed();
-    println!("{victim} marked failed by every survivor {:.2} s after the kill", took.as_secs_f64());
+    println!(
+        "{victim} marked failed by every survivor {:.2} s after the kill",
+        took.as_secs_f64()
+    );
     if let Ok(doc) = AdminClient::new(observers[0].clone()).status().await {
         print!("{}", render::status_table(&doc));
     }
     println!("\n== restarting {victim}");
     let restarted = Instant::now();
     cluster.restart(&victim).map_err(|e| e.to_string())?;
-    wait_all_see(&observers, &victim, MemberState::Alive, Duration::from_secs(15))
-        .await
-        .ok_or_else(|| format!("{victim} did not come back alive everywhere within 15 s"))?;
+    wait_all_see(
+        &observers,
+        &victim,
+        MemberState::Alive,
+        Duration::from_secs(15),
+    )
+    .await
+    .ok_or_else(|| format!("{victim} did not come back alive everywhere within 15 s"))?;
     let took = restarted.elapsed();
-    println!("{victim} alive again everywhere {:.2} s after the restart", took.as_secs_f64());
+    println!(
+        "{victim} alive again everywhere {:.2} s after the restart",
+        took.as_secs_f64()
+    );
     if let Ok(doc) = AdminClient::new(observers[0].clone()).status().await {
         print!("{}", render::status_table(&doc));
     }

@@ -39,7 +39,8 @@ pub mod tempdir {
             let n = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos());
-            let p = std::env::temp_dir().join(format!("shoal-test-{tag}-{}-{n}", std::process::id()));
+            let p =
+                std::env::temp_dir().join(format!("shoal-test-{tag}-{}-{n}", std::process::id()));
             std::fs::create_dir_all(&p).expect("create temp dir");
             Self(p)
         }
@@ -79,14 +80,24 @@ pub fn start_node_in(
     extra: &[&str],
 ) -> Proc {
     let mut cmd = shoal();
-    cmd.args(["node", "--role", "worker", "--id", id, "--listen", listen, "--profile", "local"])
-        .arg("--data-dir")
-        .arg(data_dir.path())
-        .args(extra)
-        .env_remove("SHOAL_CLUSTER_KEY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.args([
+        "node",
+        "--role",
+        "worker",
+        "--id",
+        id,
+        "--listen",
+        listen,
+        "--profile",
+        "local",
+    ])
+    .arg("--data-dir")
+    .arg(data_dir.path())
+    .args(extra)
+    .env_remove("SHOAL_CLUSTER_KEY")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
     if !seeds.is_empty() {
         let s: Vec<String> = seeds.iter().map(|a| a.to_string()).collect();
         cmd.args(["--seeds", &s.join(",")]);
@@ -97,7 +108,9 @@ pub fn start_node_in(
     let mut child = cmd.spawn().expect("spawn shoal node");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read ready line");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read ready line");
     let tcp = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("tcp="))
@@ -162,7 +175,11 @@ pub fn status(p: &Proc) -> Option<StatusDoc> {
 
 /// How `observer` sees member `id`.
 pub fn state_of(observer: &Proc, id: &str) -> Option<MemberState> {
-    status(observer)?.members.into_iter().find(|m| m.id == id).map(|m| m.state)
+    status(observer)?
+        .members
+        .into_iter()
+        .find(|m| m.id == id)
+        .map(|m| m.state)
 }
 
 pub fn data_path(p: &Proc) -> PathBuf {
