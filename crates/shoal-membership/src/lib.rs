@@ -30,5 +30,5 @@ pub mod wire;
 
 pub use agent::{Membership, MembershipConfig, MembershipHandle};
 pub use core::{CoreConfig, CoreError, Effect, MembershipCore};
-pub use transport::{MemNetwork, MemTransport, Transport, UdpTransport};
+pub use transport::{Lossy, MemNetwork, MemTransport, Transport, UdpTransport};
 pub use view::{EventKind, MemberInfo, MembershipEvent, Snapshot, Stats};

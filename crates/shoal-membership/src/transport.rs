@@ -62,6 +62,49 @@ impl Transport for UdpTransport {
     }
 }
 
+/// Fault injection for drills and benchmarks on real sockets: drops each inbound
+/// datagram with probability `loss`, as a lossy network would.
+#[derive(Debug)]
+pub struct Lossy<T> {
+    inner: T,
+    loss: f64,
+    rng: Mutex<StdRng>,
+}
+
+impl<T: Transport> Lossy<T> {
+    pub fn new(inner: T, loss: f64, seed: u64) -> Self {
+        Self {
+            inner,
+            loss: loss.clamp(0.0, 1.0),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        }
+    }
+
+    fn drop_next(&self) -> bool {
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        rng.random_bool(self.loss)
+    }
+}
+
+impl<T: Transport> Transport for Lossy<T> {
+    fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr()
+    }
+
+    async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.inner.send_to(buf, to).await
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        loop {
+            let got = self.inner.recv_from(buf).await?;
+            if !self.drop_next() {
+                return Ok(got);
+            }
+        }
+    }
+}
+
 /// Datagrams queued per in-memory endpoint; beyond it they are dropped, like a full
 /// socket buffer.
 const MEM_QUEUE_DATAGRAMS: usize = 4096;
@@ -257,6 +300,30 @@ mod tests {
         let a = net.bind("10.0.0.1:1".parse().unwrap()).unwrap();
         let b = net.bind("10.0.0.2:1".parse().unwrap()).unwrap();
         roundtrip(a, b).await;
+    }
+
+    #[tokio::test]
+    async fn lossy_drops_about_its_share() {
+        let net = MemNetwork::new(3);
+        let a = net.bind("10.0.0.1:1".parse().unwrap()).unwrap();
+        let b = Lossy::new(net.bind("10.0.0.2:1".parse().unwrap()).unwrap(), 0.5, 9);
+        for i in 0..400u32 {
+            a.send_to(&i.to_be_bytes(), b.local_addr()).await.unwrap();
+        }
+        a.send_to(b"end", b.local_addr()).await.unwrap();
+        let mut got = 0;
+        let mut buf = [0u8; 8];
+        // The last datagram may itself be dropped: stop at "end" or after 400.
+        while got < 400 {
+            let recv =
+                tokio::time::timeout(std::time::Duration::from_millis(200), b.recv_from(&mut buf));
+            match recv.await {
+                Ok(Ok((n, _))) if &buf[..n] == b"end" => break,
+                Ok(Ok(_)) => got += 1,
+                _ => break,
+            }
+        }
+        assert!((140..=260).contains(&got), "kept {got} of 400 at 50% loss");
     }
 
     #[tokio::test]

@@ -7,7 +7,9 @@ use std::{
     time::Duration,
 };
 
-use shoal_membership::{CoreConfig, Membership, MembershipConfig, MembershipHandle, UdpTransport};
+use shoal_membership::{
+    CoreConfig, Lossy, Membership, MembershipConfig, MembershipHandle, UdpTransport,
+};
 use shoal_types::{Lifecycle, NodeConfig, NodeMeta, VERSION};
 use tokio::task::JoinHandle;
 
@@ -114,7 +116,17 @@ impl Node {
             bump: started,
         };
         let seeds = resolve_seeds(&config.seeds, gossip_addr).await;
-        let membership = Membership::start(MembershipConfig { core, seeds }, transport)?;
+        let config_m = MembershipConfig { core, seeds };
+        let membership = match fault_loss() {
+            Some(loss) => {
+                tracing::warn!(
+                    loss,
+                    "fault injection: dropping inbound gossip ({FAULT_LOSS_ENV})"
+                );
+                Membership::start(config_m, Lossy::new(transport, loss, rand_seed()))?
+            }
+            None => Membership::start(config_m, transport)?,
+        };
         tcp.set_nonblocking(true).map_err(|e| bind_err("TCP", e))?;
         let listener = tokio::net::TcpListener::from_std(tcp).map_err(|e| bind_err("TCP", e))?;
         let app = admin::router(membership.clone());
@@ -147,6 +159,21 @@ impl Node {
         tracing::info!("stopping: announcing departure");
         node.shutdown().await;
         Ok(())
+    }
+}
+
+/// Drills and benchmarks only: a percentage of inbound gossip datagrams to drop, to
+/// test the detector under loss where `tc netem` is unavailable.
+pub const FAULT_LOSS_ENV: &str = "SHOAL_FAULT_DROP_PERCENT";
+
+fn fault_loss() -> Option<f64> {
+    let text = std::env::var(FAULT_LOSS_ENV).ok()?;
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) && p > 0.0 => Some(p / 100.0),
+        _ => {
+            tracing::warn!(%text, "{FAULT_LOSS_ENV} must be a number in (0, 100]; ignored");
+            None
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::Args;
 use shoal_client::{AdminClient, render};
 use shoal_node::dev::{DevCluster, DevError, DevPlan};
-use shoal_types::MemberState;
+use shoal_types::{MemberState, config::parse_cluster_keys};
 use tokio::time::Instant;
 
 /// How long a fresh cluster gets to see every member alive.
@@ -25,14 +25,24 @@ pub struct DevArgs {
     /// Where the children keep data and logs.
     #[arg(long, default_value = ".shoal/dev")]
     data_dir: PathBuf,
+    /// The cluster key the children share (64 hex characters); a fresh random one by
+    /// default. Give your own to join extra nodes by hand.
+    #[arg(long, env = "SHOAL_CLUSTER_KEY", hide_env_values = true)]
+    cluster_key: Option<String>,
 }
 
 impl DevArgs {
-    fn plan(&self) -> DevPlan {
+    fn plan(&self) -> Result<DevPlan, DevError> {
         let mut plan = DevPlan::new(self.base_port, self.managers, self.gates, self.workers);
         plan.data_root = self.data_dir.clone();
-        plan.cluster_key = super::new_key();
-        plan
+        plan.cluster_key = match &self.cluster_key {
+            Some(key) => {
+                parse_cluster_keys(key)?;
+                key.clone()
+            }
+            None => super::new_key(),
+        };
+        Ok(plan)
     }
 }
 
@@ -41,7 +51,7 @@ async fn start(args: &DevArgs) -> Result<DevCluster, DevError> {
         path: "current executable".into(),
         source,
     })?;
-    let plan = args.plan();
+    let plan = args.plan()?;
     plan.validate()?;
     println!(
         "starting {} managers, {} gates, {} workers on 127.0.0.1 (base port {}, profile local)…",
@@ -60,13 +70,18 @@ async fn start(args: &DevArgs) -> Result<DevCluster, DevError> {
     }
 }
 
+fn start_failed(e: DevError) -> ExitCode {
+    eprintln!("error: {e}");
+    match e {
+        DevError::Config(_) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    }
+}
+
 pub async fn run(args: DevArgs) -> ExitCode {
     let mut cluster = match start(&args).await {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return start_failed(e),
     };
     let first = cluster.children[0].node.tcp;
     let pids: Vec<String> = cluster
@@ -75,6 +90,10 @@ pub async fn run(args: DevArgs) -> ExitCode {
         .map(|(id, pid)| format!("{id}={pid}"))
         .collect();
     println!("pids: {}", pids.join(" "));
+    println!(
+        "cluster key: {} (as SHOAL_CLUSTER_KEY for nodes you add by hand)",
+        cluster.plan.cluster_key
+    );
     println!(
         "\ncluster is up. try:\n  shoal status --addr {first} --watch\n  shoal events --addr {first}\n\
          logs: {}/<id>/node.log · Ctrl-C stops every node",
@@ -111,10 +130,7 @@ pub struct DemoArgs {
 pub async fn demo(args: DemoArgs) -> ExitCode {
     let mut cluster = match start(&args.dev).await {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return start_failed(e),
     };
     let outcome = tour(&mut cluster).await;
     cluster.stop_all().await;
