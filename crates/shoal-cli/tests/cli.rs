@@ -124,3 +124,31 @@ fn dev_starts_supervises_and_stops_cleanly() {
         );
     }
 }
+
+/// Even when `shoal dev` is killed with SIGKILL (no chance to stop its children), the
+/// children notice and leave, freeing their ports.
+#[test]
+fn dev_children_do_not_outlive_a_killed_supervisor() {
+    let dir = tempdir::Dir::new("dev-kill");
+    let base = 24_000 + (std::process::id() % 400) as u16 * 20;
+    let mut dev = shoal()
+        .args(["dev", "--managers", "1", "--gates", "0", "--workers", "1"])
+        .args(["--base-port", &base.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = line_reader(dev.stdout.take().unwrap());
+    expect_line(&lines, "the verdict", |l| l == "HEALTHY");
+    dev.kill().unwrap();
+    dev.wait().unwrap();
+    for port in [base, base + 200] {
+        wait_for(
+            &format!("port {port} is free"),
+            Duration::from_secs(10),
+            || std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        );
+    }
+}

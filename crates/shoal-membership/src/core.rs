@@ -886,3 +886,77 @@ pub(crate) fn foca_config(t: &GossipTiming, _cluster_size: usize) -> foca::Confi
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use shoal_types::{Profile, Role};
+
+    use super::*;
+
+    fn core(keys: Vec<ClusterKey>) -> MembershipCore {
+        let meta = NodeMeta {
+            id: NodeId::new("a").unwrap(),
+            role: Role::Worker,
+            dc: "dc1".into(),
+            tcp_addr: "127.0.0.1:9200".parse().unwrap(),
+            tags: BTreeMap::new(),
+            lifecycle: Lifecycle::Active,
+            version: 1,
+            build: "0.1.0".into(),
+            cores: 1,
+            load_permille: 0,
+            leader_hint: None,
+            started_unix_ms: 0,
+        };
+        let config = CoreConfig {
+            meta,
+            gossip_addr: "127.0.0.1:9201".parse().unwrap(),
+            timing: GossipTiming::for_profile(Profile::Local),
+            keys,
+            rng_seed: 1,
+            bump: 1,
+        };
+        MembershipCore::new(config, Duration::ZERO).unwrap()
+    }
+
+    #[test]
+    fn a_tag_change_is_validated_and_versioned() {
+        let mut c = core(vec![]);
+        let v0 = c.meta().version;
+        assert!(c.set_tag("bad key", "x", Duration::ZERO).is_err());
+        assert_eq!(c.meta().version, v0, "a refused change changes nothing");
+        c.set_tag("gpu", "true", Duration::ZERO).unwrap();
+        assert_eq!(c.meta().version, v0 + 1);
+        assert_eq!(c.remove_tag("gpu", Duration::ZERO), Ok(true));
+        assert_eq!(c.remove_tag("gpu", Duration::ZERO), Ok(false));
+        let huge: String = "x".repeat(200);
+        for i in 0..32 {
+            let r = c.set_tag(&format!("k{i}"), &huge, Duration::ZERO);
+            if r.is_err() {
+                assert!(matches!(r, Err(CoreError::MetaTooBig(_))), "{r:?}");
+                return;
+            }
+        }
+        panic!("32 tags of 200 bytes cannot fit the 1 KiB metadata limit");
+    }
+
+    proptest! {
+        /// Whatever arrives on the gossip port — behind a valid plain envelope or not —
+        /// the core neither panics nor changes its membership.
+        #[test]
+        fn arbitrary_packets_change_nothing(body in proptest::collection::vec(any::<u8>(), 0..1500), kind in 0u8..5) {
+            let mut c = core(vec![]);
+            let from: SocketAddr = "127.0.0.1:7777".parse().unwrap();
+            let mut packet = vec![b'S', b'H', 1, kind, 0];
+            packet.extend_from_slice(&body);
+            c.handle_packet(Duration::from_millis(5), from, &packet);
+            c.handle_packet(Duration::from_millis(6), from, &body);
+            prop_assert_eq!(c.snapshot(Duration::from_millis(7)).members.len(), 1);
+            let events = c.drain_effects().into_iter().filter(|e| matches!(e, Effect::Event(_))).count();
+            prop_assert_eq!(events, 0);
+        }
+    }
+}

@@ -124,3 +124,65 @@ impl BroadcastHandler<GossipId> for MetaBroadcasts {
         Ok(self.table.lock().offer(meta).then_some(key))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use shoal_types::{Lifecycle, Role};
+
+    use super::*;
+
+    fn meta(version: u64) -> NodeMeta {
+        NodeMeta {
+            id: NodeId::new("w1").unwrap(),
+            role: Role::Worker,
+            dc: "dc1".into(),
+            tcp_addr: "127.0.0.1:9200".parse().unwrap(),
+            tags: BTreeMap::from([("gpu".into(), "true".into())]),
+            lifecycle: Lifecycle::Active,
+            version,
+            build: "0.1.0".into(),
+            cores: 8,
+            load_permille: 250,
+            leader_hint: Some("m2".into()),
+            started_unix_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn metadata_roundtrips_and_is_bounded() {
+        let m = meta(3);
+        assert_eq!(decode_meta(&encode_meta(&m).unwrap()).unwrap(), m);
+        assert!(matches!(
+            decode_meta(&[0xff; 2000]),
+            Err(MetaError::TooBig(2000))
+        ));
+        assert!(decode_meta(&[1, 2, 3]).is_err());
+        let mut big = meta(1);
+        big.tags = (0..20)
+            .map(|i| (format!("k{i}"), "v".repeat(200)))
+            .collect();
+        assert!(matches!(encode_meta(&big), Err(MetaError::TooBig(_))));
+    }
+
+    #[test]
+    fn only_newer_versions_replace() {
+        let mut t = MetaTable::default();
+        assert!(t.offer(meta(2)));
+        assert!(!t.offer(meta(2)));
+        assert!(!t.offer(meta(1)));
+        assert!(t.offer(meta(3)));
+        assert_eq!(t.take_changed().len(), 2);
+        assert!(t.take_changed().is_empty());
+        let k3 = MetaKey {
+            id: meta(3).id,
+            version: 3,
+        };
+        let k2 = MetaKey {
+            id: meta(2).id,
+            version: 2,
+        };
+        assert!(k3.invalidates(&k2) && !k2.invalidates(&k3));
+    }
+}

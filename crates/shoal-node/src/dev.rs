@@ -227,6 +227,7 @@ impl DevCluster {
             cmd.args(["--seeds", &seeds.join(",")]);
         }
         cmd.env("SHOAL_CLUSTER_KEY", &self.plan.cluster_key)
+            .env("SHOAL_EXIT_WITH_PARENT", "1")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

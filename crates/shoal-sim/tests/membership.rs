@@ -242,3 +242,21 @@ fn a_two_node_cluster_still_declares_a_crashed_peer_failed() {
         assert!(took <= MS(2_000), "seed {seed}: took {took:?}");
     }
 }
+
+/// Nodes started while their only seed is down keep retrying (capped backoff) and join
+/// once it comes up.
+#[test]
+fn nodes_retry_a_seed_that_is_down() {
+    for seed in seeds(&[91]) {
+        let mut sim = SimCluster::new(5, seed, Profile::Local, Some([42; 32]));
+        sim.crash(0);
+        sim.run_for(S(5));
+        assert!((1..5).all(|o| sim.core(o).unwrap().snapshot(sim.now).members.len() == 1));
+        sim.restart(0);
+        let took = sim.run_until(S(10), |s| s.converged());
+        assert!(
+            took.is_some(),
+            "seed {seed}: never joined after the seed came up"
+        );
+    }
+}

@@ -87,11 +87,35 @@ pub async fn run(args: NodeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match Node::run(config, super::shutdown_signal()).await {
+    let stop = async {
+        tokio::select! {
+            _ = super::shutdown_signal() => {},
+            _ = parent_gone() => tracing::warn!("supervisor exited; leaving"),
+        }
+    };
+    match Node::run(config, stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Set by `shoal dev` on its children: leave when the supervisor disappears, even if it
+/// was killed with SIGKILL and could not stop us, so no orphan keeps a port.
+pub const EXIT_WITH_PARENT_ENV: &str = "SHOAL_EXIT_WITH_PARENT";
+
+async fn parent_gone() {
+    #[cfg(unix)]
+    if std::env::var_os(EXIT_WITH_PARENT_ENV).is_some() {
+        let parent = std::os::unix::process::parent_id();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            if std::os::unix::process::parent_id() != parent {
+                return;
+            }
+        }
+    }
+    std::future::pending::<()>().await
 }
