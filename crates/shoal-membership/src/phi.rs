@@ -95,7 +95,9 @@ pub fn phi_of(elapsed_ms: f64, mean_ms: f64, std_ms: f64) -> f64 {
     if p_later <= f64::MIN_POSITIVE {
         return 300.0;
     }
-    -p_later.log10()
+    let phi = -p_later.log10();
+    // Never negative, never -0.0 (it would print as "-0.0").
+    if phi > 0.0 { phi } else { 0.0 }
 }
 
 #[cfg(test)]
@@ -117,8 +119,9 @@ mod tests {
         // Three standard deviations late: P ≈ 0.00135.
         let p = 10f64.powf(-phi_of(1300.0, 1000.0, 100.0));
         assert!((p - 0.00135).abs() < 2e-4, "p = {p}");
-        // Much earlier than the mean: almost certainly fine.
+        // Much earlier than the mean: almost certainly fine, and never negative.
         assert!(phi_of(500.0, 1000.0, 100.0) < 1e-6);
+        assert!(phi_of(0.0, 1000.0, 10.0).is_sign_positive());
     }
 
     #[test]
