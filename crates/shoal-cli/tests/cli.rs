@@ -40,6 +40,28 @@ fn expect_line(rx: &mpsc::Receiver<String>, what: &str, pred: impl Fn(&str) -> b
     panic!("no line with {what}; saw {seen:#?}");
 }
 
+/// Starts `shoal dev` with the given counts on a base port unlikely to be in use (the
+/// dev command refuses busy ports up front); returns the child and its stdout lines.
+fn spawn_dev(
+    dir: &tempdir::Dir,
+    counts: [u32; 3],
+    port_block: u16,
+) -> (std::process::Child, mpsc::Receiver<String>, u16) {
+    let base = port_block + (std::process::id() % 400) as u16 * 20;
+    let [m, g, w] = counts.map(|c| c.to_string());
+    let mut dev = shoal()
+        .args(["dev", "--managers", &m, "--gates", &g, "--workers", &w])
+        .args(["--base-port", &base.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = line_reader(dev.stdout.take().unwrap());
+    (dev, lines, base)
+}
+
 /// `shoal events` prints one line per membership event: a join, then a failure.
 #[test]
 fn events_prints_joins_and_failures() {
@@ -74,18 +96,7 @@ fn events_prints_joins_and_failures() {
 #[test]
 fn dev_starts_supervises_and_stops_cleanly() {
     let dir = tempdir::Dir::new("dev");
-    // A base port unlikely to be in use; the dev command refuses busy ports up front.
-    let base = 20_000 + (std::process::id() % 400) as u16 * 20;
-    let mut dev = shoal()
-        .args(["dev", "--managers", "2", "--gates", "1", "--workers", "1"])
-        .args(["--base-port", &base.to_string()])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = line_reader(dev.stdout.take().unwrap());
+    let (mut dev, lines, base) = spawn_dev(&dir, [2, 1, 1], 20_000);
     expect_line(&lines, "the verdict", |l| l == "HEALTHY");
     let pids = expect_line(&lines, "the pid line", |l| l.starts_with("pids: "));
     let w1 = pids
@@ -130,17 +141,7 @@ fn dev_starts_supervises_and_stops_cleanly() {
 #[test]
 fn dev_children_do_not_outlive_a_killed_supervisor() {
     let dir = tempdir::Dir::new("dev-kill");
-    let base = 24_000 + (std::process::id() % 400) as u16 * 20;
-    let mut dev = shoal()
-        .args(["dev", "--managers", "1", "--gates", "0", "--workers", "1"])
-        .args(["--base-port", &base.to_string()])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = line_reader(dev.stdout.take().unwrap());
+    let (mut dev, lines, base) = spawn_dev(&dir, [1, 0, 1], 24_000);
     expect_line(&lines, "the verdict", |l| l == "HEALTHY");
     dev.kill().unwrap();
     dev.wait().unwrap();

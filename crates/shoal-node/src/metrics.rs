@@ -9,117 +9,146 @@ use std::fmt::Write;
 use shoal_membership::{Snapshot, wire::DropReason};
 use shoal_types::MemberState;
 
+/// One metric family: name, type, help, and (labels, value) rows.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    rows: Vec<(String, f64)>,
+}
+
+fn single(name: &'static str, kind: &'static str, help: &'static str, v: f64) -> Family {
+    Family {
+        name,
+        kind,
+        help,
+        rows: vec![(String::new(), v)],
+    }
+}
+
+fn labelled<T>(
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    label: &str,
+    items: impl IntoIterator<Item = T>,
+    row: impl Fn(&T) -> (String, f64),
+) -> Family {
+    let rows = items
+        .into_iter()
+        .map(|item| {
+            let (value, v) = row(&item);
+            (format!("{{{label}=\"{value}\"}}"), v)
+        })
+        .collect();
+    Family {
+        name,
+        kind,
+        help,
+        rows,
+    }
+}
+
 pub fn render(snap: &Snapshot) -> String {
-    let mut out = String::with_capacity(4096);
     let s = &snap.stats;
-    let mut family = |name: &str, kind: &str, help: &str, rows: &[(String, f64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, v) in rows {
-            let _ = writeln!(out, "{name}{labels} {v}");
-        }
-    };
     let states = [
         MemberState::Alive,
         MemberState::Suspect,
         MemberState::Failed,
         MemberState::Left,
     ];
-    let by_state: Vec<(String, f64)> = states
-        .iter()
-        .map(|st| (format!("{{state=\"{st}\"}}"), snap.count(*st) as f64))
-        .collect();
-    family(
+    let counters: [(&'static str, &'static str, u64); 9] = [
+        (
+            "shoal_gossip_probes_sent_total",
+            "Direct probes sent.",
+            s.probes_sent,
+        ),
+        (
+            "shoal_gossip_probes_failed_total",
+            "Probes that got no ack, direct or indirect.",
+            s.probes_failed,
+        ),
+        (
+            "shoal_gossip_suspicions_raised_total",
+            "Suspicions this node raised.",
+            s.suspicions_raised,
+        ),
+        (
+            "shoal_gossip_suspicions_refuted_total",
+            "Suspicions this node raised that the member refuted.",
+            s.suspicions_refuted,
+        ),
+        (
+            "shoal_gossip_packets_in_total",
+            "Datagrams received.",
+            s.packets_in,
+        ),
+        (
+            "shoal_gossip_packets_out_total",
+            "Datagrams sent.",
+            s.packets_out,
+        ),
+        (
+            "shoal_gossip_bytes_in_total",
+            "Gossip bytes received.",
+            s.bytes_in,
+        ),
+        (
+            "shoal_gossip_bytes_out_total",
+            "Gossip bytes sent.",
+            s.bytes_out,
+        ),
+        (
+            "shoal_gossip_timers_late_total",
+            "Timer rounds that ran late (local health signal).",
+            s.timers_late,
+        ),
+    ];
+    let mut families = vec![labelled(
         "shoal_members",
         "gauge",
         "Known members by state, this node included.",
-        &by_state,
+        "state",
+        states,
+        |st| (st.to_string(), snap.count(*st) as f64),
+    )];
+    families.extend(
+        counters
+            .into_iter()
+            .map(|(name, help, v)| single(name, "counter", help, v as f64)),
     );
-    let plain = |v: u64| vec![(String::new(), v as f64)];
-    family(
-        "shoal_gossip_probes_sent_total",
-        "counter",
-        "Direct probes sent.",
-        &plain(s.probes_sent),
-    );
-    family(
-        "shoal_gossip_probes_failed_total",
-        "counter",
-        "Probes that got no ack, direct or indirect.",
-        &plain(s.probes_failed),
-    );
-    family(
-        "shoal_gossip_suspicions_raised_total",
-        "counter",
-        "Suspicions this node raised.",
-        &plain(s.suspicions_raised),
-    );
-    family(
-        "shoal_gossip_suspicions_refuted_total",
-        "counter",
-        "Suspicions this node raised that the member refuted.",
-        &plain(s.suspicions_refuted),
-    );
-    let dropped: Vec<(String, f64)> = DropReason::ALL
-        .iter()
-        .map(|r| {
-            let v = s.dropped.get(r.as_str()).copied().unwrap_or(0);
-            (format!("{{reason=\"{}\"}}", r.as_str()), v as f64)
-        })
-        .collect();
-    family(
+    families.push(labelled(
         "shoal_gossip_packets_dropped_total",
         "counter",
         "Inbound packets dropped, by reason.",
-        &dropped,
-    );
-    family(
-        "shoal_gossip_packets_in_total",
-        "counter",
-        "Datagrams received.",
-        &plain(s.packets_in),
-    );
-    family(
-        "shoal_gossip_packets_out_total",
-        "counter",
-        "Datagrams sent.",
-        &plain(s.packets_out),
-    );
-    family(
-        "shoal_gossip_bytes_in_total",
-        "counter",
-        "Gossip bytes received.",
-        &plain(s.bytes_in),
-    );
-    family(
-        "shoal_gossip_bytes_out_total",
-        "counter",
-        "Gossip bytes sent.",
-        &plain(s.bytes_out),
-    );
-    family(
-        "shoal_gossip_timers_late_total",
-        "counter",
-        "Timer rounds that ran late (local health signal).",
-        &plain(s.timers_late),
-    );
-    family(
+        "reason",
+        DropReason::ALL,
+        |r| {
+            let v = s.dropped.get(r.as_str()).copied().unwrap_or(0);
+            (r.as_str().to_string(), v as f64)
+        },
+    ));
+    families.push(single(
         "shoal_gossip_awareness",
         "gauge",
         "Lifeguard local health score (0 healthy .. 8).",
-        &[(String::new(), snap.awareness as f64)],
-    );
-    let phis: Vec<(String, f64)> = snap
-        .members
-        .iter()
-        .filter(|m| !m.is_self)
-        .map(|m| (format!("{{member=\"{}\"}}", m.id), m.phi))
-        .collect();
-    family(
+        snap.awareness as f64,
+    ));
+    families.push(labelled(
         "shoal_member_phi",
         "gauge",
         "Phi accrual suspicion level per member.",
-        &phis,
-    );
+        "member",
+        snap.members.iter().filter(|m| !m.is_self),
+        |m| (m.id.clone(), m.phi),
+    ));
+    let mut out = String::with_capacity(4096);
+    for f in families {
+        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+        let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
+        for (labels, v) in f.rows {
+            let _ = writeln!(out, "{}{labels} {v}", f.name);
+        }
+    }
     out
 }

@@ -121,7 +121,7 @@ impl GossipTiming {
                 suspicion_max_factor: 2,
                 gossip_interval_ms: 100,
                 gossip_fanout: 3,
-                max_transmissions: 6,
+                max_transmissions: 10,
                 awareness_max: AWARENESS_MAX,
                 phi_threshold: 8.0,
                 announce_interval_ms: 5_000,

@@ -9,6 +9,7 @@ use shoal_types::{NodeConfig, PartialConfig, meta::parse_tag};
 /// Flags win over `SHOAL_*` environment variables, which win over the config file,
 /// which wins over the profile's defaults.
 #[derive(Args, Debug)]
+#[command(args_override_self = true)]
 pub struct NodeArgs {
     /// manager, gate or worker.
     #[arg(long, env = "SHOAL_ROLE")]

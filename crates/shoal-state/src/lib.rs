@@ -1,0 +1,113 @@
+//! shoal's replicated state machine.
+//!
+//! Every decision the cluster makes is a [`Command`] in the Raft log; every replica feeds
+//! the committed log, in order, to [`State::apply`]. `apply` is pure — no IO, no clock,
+//! no randomness — so replaying a log always yields the same state, and the tests can
+//! check it without Raft.
+//!
+//! ```text
+//!  client ──(client id, seq, command)──► leader ──► log ──► apply(state, index, request)
+//!                                                              │
+//!        retried request with a seen (id, seq) ◄── cached response (applied once)
+//! ```
+//!
+//! Today the state holds the replicated key-value store (cluster configuration, like
+//! Consul's or etcd's KV); jobs, chat and entities join as further command families.
+
+pub mod kv;
+pub mod session;
+
+use serde::{Deserialize, Serialize};
+
+pub use kv::{KvCommand, KvEntry, KvError, KvResponse, KvStore};
+pub use session::{ClientTag, Sessions};
+
+/// A position in the replicated log.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct LogIndex(pub u64);
+
+/// One entry's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Written by a new leader to commit entries of earlier terms; changes nothing.
+    Noop,
+    Kv(KvCommand),
+}
+
+/// A command as a client submitted it: tagged so a retry after a failover is applied
+/// once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub client: Option<ClientTag>,
+    pub command: Command,
+}
+
+/// What applying a request produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Noop,
+    Kv(Result<KvResponse, KvError>),
+    /// The client's session no longer remembers this sequence number: it was applied
+    /// long ago and its response was forgotten. Nothing was applied now.
+    SessionExpired {
+        client_id: u64,
+        seq: u64,
+    },
+}
+
+/// The whole replicated state. Serializable: it is the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct State {
+    pub kv: KvStore,
+    pub sessions: Sessions,
+    pub last_applied: LogIndex,
+}
+
+impl State {
+    /// Applies the entry at `index`. Entries must come in increasing index order; an
+    /// index at or below `last_applied` is a replay and changes nothing.
+    pub fn apply(&mut self, index: LogIndex, request: &Request) -> Response {
+        if index <= self.last_applied {
+            return Response::Noop;
+        }
+        self.last_applied = index;
+        if let Some(tag) = request.client {
+            match self.sessions.check(tag) {
+                session::Seen::New => {}
+                session::Seen::Duplicate(response) => return response,
+                session::Seen::Expired => {
+                    return Response::SessionExpired {
+                        client_id: tag.client_id,
+                        seq: tag.seq,
+                    };
+                }
+            }
+        }
+        let response = match &request.command {
+            Command::Noop => Response::Noop,
+            Command::Kv(cmd) => Response::Kv(self.kv.apply(index, cmd)),
+        };
+        if let Some(tag) = request.client {
+            self.sessions.record(tag, index, response.clone());
+        }
+        debug_assert!(self.validate().is_ok(), "{:?}", self.validate());
+        response
+    }
+
+    /// Checks the invariants tests rely on; `Err` names the broken one.
+    pub fn validate(&self) -> Result<(), String> {
+        self.kv.validate()?;
+        self.sessions.validate()
+    }
+
+    /// The snapshot bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(self)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}

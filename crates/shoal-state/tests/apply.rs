@@ -1,0 +1,359 @@
+//! apply() on its own: KV semantics, compare-and-set, idempotent retries, and replay
+//! determinism (the property every replica relies on).
+
+use proptest::prelude::*;
+use shoal_state::{
+    ClientTag, Command, KvCommand, KvError, KvResponse, LogIndex, Request, Response, State,
+    kv::{KEY_BYTES_MAX, VALUE_BYTES_MAX},
+    session::RESPONSES_PER_CLIENT,
+};
+
+fn put(key: &str, value: &str) -> Command {
+    Command::Kv(KvCommand::Put {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+    })
+}
+
+fn cas(key: &str, value: &str, expected_revision: u64) -> Command {
+    Command::Kv(KvCommand::Cas {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+        expected_revision,
+    })
+}
+
+fn del(key: &str) -> Command {
+    Command::Kv(KvCommand::Delete { key: key.into() })
+}
+
+/// Applies commands without client tags at indexes 1, 2, …
+fn run(cmds: &[Command]) -> (State, Vec<Response>) {
+    let mut s = State::default();
+    let out = cmds
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            s.apply(
+                LogIndex(i as u64 + 1),
+                &Request {
+                    client: None,
+                    command: c.clone(),
+                },
+            )
+        })
+        .collect();
+    (s, out)
+}
+
+#[test]
+fn put_get_delete_and_revisions() {
+    let (s, out) = run(&[
+        put("a", "1"),
+        put("b", "2"),
+        put("a", "3"),
+        del("b"),
+        del("zz"),
+    ]);
+    assert_eq!(
+        out[0],
+        Response::Kv(Ok(KvResponse::Put {
+            revision: 1,
+            previous: None
+        }))
+    );
+    assert_eq!(
+        out[2],
+        Response::Kv(Ok(KvResponse::Put {
+            revision: 3,
+            previous: Some(1)
+        }))
+    );
+    assert_eq!(
+        out[3],
+        Response::Kv(Ok(KvResponse::Delete { revision: Some(4) }))
+    );
+    assert_eq!(
+        out[4],
+        Response::Kv(Ok(KvResponse::Delete { revision: None }))
+    );
+    let a = s.kv.get("a").unwrap();
+    assert_eq!(
+        (
+            a.value.as_slice(),
+            a.create_revision,
+            a.mod_revision,
+            a.version
+        ),
+        (&b"3"[..], 1, 3, 2)
+    );
+    assert!(s.kv.get("b").is_none());
+    assert_eq!(
+        s.kv.revision(),
+        4,
+        "a delete of a missing key changes nothing"
+    );
+    assert_eq!(s.last_applied, LogIndex(5));
+}
+
+#[test]
+fn list_is_by_prefix_in_key_order() {
+    let (s, _) = run(&[
+        put("cfg/b", "2"),
+        put("cfg/a", "1"),
+        put("cfh", "x"),
+        put("cf", "y"),
+    ]);
+    let keys: Vec<&str> = s.kv.list("cfg/").map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["cfg/a", "cfg/b"]);
+    assert_eq!(s.kv.list("").count(), 4);
+    assert_eq!(s.kv.list("zzz").count(), 0);
+}
+
+#[test]
+fn cas_writes_only_at_the_expected_revision() {
+    let (s, out) = run(&[
+        cas("k", "first", 0),  // absent: expected 0 → ok, revision 1
+        cas("k", "again", 0),  // present now → mismatch
+        cas("k", "second", 1), // at 1 → ok, revision 2
+        cas("k", "stale", 1),  // stale → mismatch
+    ]);
+    assert!(matches!(out[0], Response::Kv(Ok(_))));
+    assert_eq!(
+        out[1],
+        Response::Kv(Err(KvError::RevisionMismatch {
+            expected: 0,
+            actual: 1
+        }))
+    );
+    assert!(matches!(
+        out[2],
+        Response::Kv(Ok(KvResponse::Put { revision: 2, .. }))
+    ));
+    assert_eq!(
+        out[3],
+        Response::Kv(Err(KvError::RevisionMismatch {
+            expected: 1,
+            actual: 2
+        }))
+    );
+    assert_eq!(s.kv.get("k").unwrap().value, b"second");
+    assert_eq!(
+        s.kv.revision(),
+        2,
+        "refused writes do not move the revision"
+    );
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let long_key = "k".repeat(KEY_BYTES_MAX + 1);
+    let big = Command::Kv(KvCommand::Put {
+        key: "k".into(),
+        value: vec![0; VALUE_BYTES_MAX + 1],
+    });
+    let (s, out) = run(&[put("", "x"), put(&long_key, "x"), big]);
+    assert_eq!(out[0], Response::Kv(Err(KvError::EmptyKey)));
+    assert_eq!(
+        out[1],
+        Response::Kv(Err(KvError::KeyTooLong {
+            len: KEY_BYTES_MAX + 1
+        }))
+    );
+    assert_eq!(
+        out[2],
+        Response::Kv(Err(KvError::ValueTooLarge {
+            len: VALUE_BYTES_MAX + 1
+        }))
+    );
+    assert!(s.kv.is_empty());
+    assert_eq!(s.kv.revision(), 0);
+    assert!(
+        KvError::KeyTooLong { len: 2000 }
+            .to_string()
+            .contains("limit is 1024")
+    );
+}
+
+#[test]
+fn a_retried_request_is_applied_once() {
+    let mut s = State::default();
+    let tag = ClientTag {
+        client_id: 7,
+        seq: 1,
+    };
+    let req = Request {
+        client: Some(tag),
+        command: put("x", "1"),
+    };
+    let first = s.apply(LogIndex(1), &req);
+    // The client did not hear back, retried through another leader: a new log entry.
+    let retry = s.apply(LogIndex(2), &req);
+    assert_eq!(first, retry, "the retry gets the first response");
+    assert_eq!(s.kv.revision(), 1, "applied once");
+    assert_eq!(s.kv.get("x").unwrap().version, 1);
+    // A new sequence number is a new write.
+    let next = Request {
+        client: Some(ClientTag {
+            client_id: 7,
+            seq: 2,
+        }),
+        command: put("x", "2"),
+    };
+    assert!(matches!(
+        s.apply(LogIndex(3), &next),
+        Response::Kv(Ok(KvResponse::Put { revision: 2, .. }))
+    ));
+    // Another client with the same seq is independent.
+    let other = Request {
+        client: Some(ClientTag {
+            client_id: 8,
+            seq: 1,
+        }),
+        command: put("x", "3"),
+    };
+    assert!(matches!(
+        s.apply(LogIndex(4), &other),
+        Response::Kv(Ok(KvResponse::Put { revision: 3, .. }))
+    ));
+}
+
+#[test]
+fn a_replayed_index_changes_nothing() {
+    let mut s = State::default();
+    let req = Request {
+        client: None,
+        command: put("x", "1"),
+    };
+    s.apply(LogIndex(5), &req);
+    let before = s.clone();
+    assert_eq!(s.apply(LogIndex(5), &req), Response::Noop);
+    assert_eq!(s.apply(LogIndex(3), &req), Response::Noop);
+    assert_eq!(s, before);
+}
+
+#[test]
+fn old_sequence_numbers_expire_instead_of_reapplying() {
+    let mut s = State::default();
+    let n = RESPONSES_PER_CLIENT as u64 + 10;
+    for seq in 1..=n {
+        let req = Request {
+            client: Some(ClientTag { client_id: 1, seq }),
+            command: put("k", "v"),
+        };
+        s.apply(LogIndex(seq), &req);
+    }
+    let revision = s.kv.revision();
+    let old = Request {
+        client: Some(ClientTag {
+            client_id: 1,
+            seq: 1,
+        }),
+        command: put("k", "again"),
+    };
+    assert_eq!(
+        s.apply(LogIndex(n + 1), &old),
+        Response::SessionExpired {
+            client_id: 1,
+            seq: 1
+        }
+    );
+    assert_eq!(s.kv.revision(), revision, "an expired retry is not applied");
+    s.validate().unwrap();
+}
+
+#[test]
+fn snapshots_roundtrip() {
+    let (s, _) = run(&[put("a", "1"), cas("b", "2", 0), del("a")]);
+    assert_eq!(State::from_bytes(&s.to_bytes().unwrap()).unwrap(), s);
+}
+
+/// Keys with their values and revisions, without log positions.
+fn contents(s: &State) -> Vec<(String, Vec<u8>, u64, u64, u64)> {
+    s.kv.list("")
+        .map(|(k, e)| {
+            (
+                k.clone(),
+                e.value.clone(),
+                e.create_revision,
+                e.mod_revision,
+                e.version,
+            )
+        })
+        .collect()
+}
+
+fn arb_command() -> impl Strategy<Value = Command> {
+    let key = prop::sample::select(vec!["a", "b", "c", "cfg/x", "cfg/y", ""]);
+    let value = prop::collection::vec(any::<u8>(), 0..8);
+    prop_oneof![
+        (key.clone(), value.clone()).prop_map(|(k, v)| Command::Kv(KvCommand::Put {
+            key: k.into(),
+            value: v
+        })),
+        key.clone()
+            .prop_map(|k| Command::Kv(KvCommand::Delete { key: k.into() })),
+        (key, value, 0u64..6).prop_map(|(k, v, r)| Command::Kv(KvCommand::Cas {
+            key: k.into(),
+            value: v,
+            expected_revision: r
+        })),
+        Just(Command::Noop),
+    ]
+}
+
+fn arb_request() -> impl Strategy<Value = Request> {
+    (arb_command(), prop::option::of((0u64..3, 0u64..6))).prop_map(|(command, tag)| Request {
+        client: tag.map(|(client_id, seq)| ClientTag { client_id, seq }),
+        command,
+    })
+}
+
+proptest! {
+    /// Two replicas fed the same log end in the same state with the same responses,
+    /// and a replica restored from a snapshot midway ends there too.
+    #[test]
+    fn replay_is_deterministic(log in prop::collection::vec(arb_request(), 0..60), cut in 0usize..60) {
+        let mut a = State::default();
+        let mut b = State::default();
+        let mut restored: Option<State> = None;
+        for (i, req) in log.iter().enumerate() {
+            let idx = LogIndex(i as u64 + 1);
+            prop_assert_eq!(a.apply(idx, req), b.apply(idx, req));
+            if i + 1 == cut.min(log.len()) {
+                restored = Some(State::from_bytes(&a.to_bytes().unwrap()).unwrap());
+            }
+            if let Some(r) = restored.as_mut().filter(|_| i + 1 > cut) {
+                r.apply(idx, req);
+            }
+        }
+        prop_assert_eq!(&a, &b);
+        a.validate().map_err(TestCaseError::fail)?;
+        if let Some(r) = restored {
+            prop_assert_eq!(&r, &a);
+        }
+    }
+
+    /// Applying any tagged request twice in a row (a retry) leaves the state as one
+    /// application did, except for the log position.
+    #[test]
+    fn retries_are_idempotent(log in prop::collection::vec(arb_request(), 1..40)) {
+        let mut once = State::default();
+        let mut twice = State::default();
+        let mut idx_twice = 0;
+        for (i, req) in log.iter().enumerate() {
+            let r1 = once.apply(LogIndex(i as u64 + 1), req);
+            idx_twice += 1;
+            let r2 = twice.apply(LogIndex(idx_twice), req);
+            prop_assert_eq!(&r1, &r2);
+            if req.client.is_some() {
+                idx_twice += 1;
+                let again = twice.apply(LogIndex(idx_twice), req);
+                prop_assert_eq!(&again, &r1, "the retry answers like the first time");
+            }
+        }
+        // Same contents and revisions; only the log positions differ.
+        prop_assert_eq!(contents(&once), contents(&twice));
+        prop_assert_eq!(once.kv.revision(), twice.kv.revision());
+    }
+}
