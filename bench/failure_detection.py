@@ -64,7 +64,31 @@ def wait(what, timeout, pred, every=0.1):
     raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
 
 
-class Shoal:
+class Cluster:
+    """What both systems' harnesses share: their processes, by member index."""
+
+    procs: dict
+
+    def kill(self, i):
+        self.procs[i].send_signal(signal.SIGKILL)
+        self.procs[i].wait()
+        del self.procs[i]
+
+    def observers(self, victim):
+        return [self.node_id(i) for i in self.procs if i != victim]
+
+    def pids(self):
+        return [p.pid for p in self.procs.values()]
+
+    def stop(self):
+        for p in self.procs.values():
+            p.send_signal(signal.SIGKILL)
+        for p in self.procs.values():
+            p.wait()
+        self.procs = {}
+
+
+class Shoal(Cluster):
     name = "shoal"
 
     def __init__(self, n, base, work, extra_env=None, watch=True):
@@ -123,11 +147,6 @@ class Shoal:
     def converged(self):
         return all(self.alive_count(i) == self.n for i in self.procs)
 
-    def kill(self, i):
-        self.procs[i].send_signal(signal.SIGKILL)
-        self.procs[i].wait()
-        del self.procs[i]
-
     def failed_times(self, victim, since):
         vid = self.node_id(victim)
         with self.lock:
@@ -138,21 +157,9 @@ class Shoal:
                     out[obs] = min(later)
             return out
 
-    def observers(self, victim):
-        return [self.node_id(i) for i in self.procs if i != victim]
-
-    def pids(self):
-        return [p.pid for p in self.procs.values()]
-
-    def stop(self):
-        for p in self.procs.values():
-            p.send_signal(signal.SIGKILL)
-        for p in self.procs.values():
-            p.wait()
-        self.procs = {}
 
 
-class Serf:
+class Serf(Cluster):
     name = "serf"
 
     def __init__(self, n, base, work):
@@ -200,11 +207,6 @@ class Serf:
                 return False
         return True
 
-    def kill(self, i):
-        self.procs[i].send_signal(signal.SIGKILL)
-        self.procs[i].wait()
-        del self.procs[i]
-
     def failed_times(self, victim, since):
         vid = self.node_id(victim)
         out = {}
@@ -218,18 +220,6 @@ class Serf:
                     out[parts[1]] = t
         return out
 
-    def observers(self, victim):
-        return [self.node_id(i) for i in self.procs if i != victim]
-
-    def pids(self):
-        return [p.pid for p in self.procs.values()]
-
-    def stop(self):
-        for p in self.procs.values():
-            p.send_signal(signal.SIGKILL)
-        for p in self.procs.values():
-            p.wait()
-        self.procs = {}
 
 
 def start_cluster(c):
