@@ -42,6 +42,7 @@ enum Command {
     SetTag(String, String, oneshot::Sender<Result<(), CoreError>>),
     RemoveTag(String, oneshot::Sender<Result<bool, CoreError>>),
     UpdateMeta(MetaChange, oneshot::Sender<Result<(), CoreError>>),
+    Join(Vec<SocketAddr>),
     Leave(oneshot::Sender<()>),
 }
 
@@ -129,6 +130,11 @@ impl MembershipHandle {
         let (tx, rx) = oneshot::channel();
         self.send(Command::UpdateMeta(Box::new(change), tx)).await?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// Adds seeds (gossip addresses) to join through, e.g. once a seed's name resolves.
+    pub async fn join(&self, seeds: Vec<SocketAddr>) -> Result<(), CoreError> {
+        self.send(Command::Join(seeds)).await
     }
 
     /// Announces departure, gives the packets a moment to leave, stops the agent.
@@ -227,6 +233,7 @@ impl<T: Transport> Agent<T> {
             Command::UpdateMeta(change, reply) => {
                 let _ = reply.send(self.core.update_meta(now, change));
             }
+            Command::Join(seeds) => self.core.join(seeds, now),
             Command::Leave(_) => unreachable!("handled by the loop"),
         }
         self.publish();

@@ -218,10 +218,14 @@ impl MembershipCore {
         self.timers.next_due()
     }
 
-    /// Joins through any of `seeds` (gossip addresses), retrying with capped backoff
-    /// while no member answers.
+    /// Adds `seeds` (gossip addresses) and joins through any of them, retrying with
+    /// capped backoff while no member answers.
     pub fn join(&mut self, seeds: Vec<SocketAddr>, now: Duration) {
-        self.seeds = seeds.into_iter().filter(|s| *s != self.me.addr).collect();
+        for seed in seeds {
+            if seed != self.me.addr && !self.seeds.contains(&seed) {
+                self.seeds.push(seed);
+            }
+        }
         if self.seeds.is_empty() {
             return;
         }

@@ -115,7 +115,7 @@ impl Node {
             rng_seed: rand_seed(),
             bump: started,
         };
-        let seeds = resolve_seeds(&config.seeds, gossip_addr).await;
+        let (seeds, unresolved) = resolve_seeds(&config.seeds, gossip_addr).await;
         let config_m = MembershipConfig { core, seeds };
         let membership = match fault_loss() {
             Some(loss) => {
@@ -127,6 +127,8 @@ impl Node {
             }
             None => Membership::start(config_m, transport)?,
         };
+        let retry_cap = Duration::from_millis(config.timing.seed_retry_max_ms);
+        keep_resolving(unresolved, gossip_addr, membership.clone(), retry_cap);
         tcp.set_nonblocking(true).map_err(|e| bind_err("TCP", e))?;
         let listener = tokio::net::TcpListener::from_std(tcp).map_err(|e| bind_err("TCP", e))?;
         let app = admin::router(membership.clone());
@@ -211,10 +213,11 @@ fn bind_pair(listen: SocketAddr) -> Result<(TcpListener, UdpSocket), NodeError> 
     Err(NodeError::NoPortPair(listen.ip(), PORT_PAIR_TRIES))
 }
 
-/// Seeds are TCP addresses; gossip listens on port + 1. Unresolvable seeds are logged
-/// and skipped (others may still work).
-async fn resolve_seeds(seeds: &[String], me: SocketAddr) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
+/// Seeds are TCP addresses; gossip listens on port + 1. Returns the gossip addresses of
+/// the seeds that resolve now and the seeds that do not (yet).
+async fn resolve_seeds(seeds: &[String], me: SocketAddr) -> (Vec<SocketAddr>, Vec<String>) {
+    let mut resolved = Vec::new();
+    let mut pending = Vec::new();
     for seed in seeds {
         match tokio::net::lookup_host(seed.as_str()).await {
             Ok(addrs) => {
@@ -223,15 +226,43 @@ async fn resolve_seeds(seeds: &[String], me: SocketAddr) -> Vec<SocketAddr> {
                     .map(|a| SocketAddr::new(a.ip(), a.port() + 1))
                     .next();
                 match addr {
-                    Some(a) if a != me => out.push(a),
+                    Some(a) if a != me => resolved.push(a),
                     Some(_) => {}
                     None => tracing::warn!(%seed, "seed has no address of our IP family"),
                 }
             }
-            Err(e) => tracing::warn!(%seed, error = %e, "cannot resolve seed; skipping it"),
+            Err(e) => {
+                tracing::warn!(%seed, error = %e, "cannot resolve seed yet; will retry");
+                pending.push(seed.clone());
+            }
         }
     }
-    out
+    (resolved, pending)
+}
+
+/// Keeps resolving seeds whose names did not resolve at start (DNS not ready yet),
+/// with capped backoff, and hands each to membership once it does.
+fn keep_resolving(
+    mut pending: Vec<String>,
+    me: SocketAddr,
+    membership: MembershipHandle,
+    cap: Duration,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut wait = Duration::from_millis(500);
+        while !pending.is_empty() {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(cap);
+            let (found, still) = resolve_seeds(&pending, me).await;
+            pending = still;
+            if !found.is_empty() && membership.join(found).await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 fn rand_seed() -> u64 {

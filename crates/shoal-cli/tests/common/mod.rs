@@ -6,7 +6,6 @@
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
-    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -29,10 +28,23 @@ pub struct Proc {
 }
 
 pub mod tempdir {
-    use std::path::{Path, PathBuf};
+    use std::{
+        path::{Path, PathBuf},
+        sync::Arc,
+    };
 
-    /// A directory removed on drop.
-    pub struct Dir(PathBuf);
+    /// A temporary directory, removed when the last handle on it is dropped (a restarted
+    /// node reuses its predecessor's directory).
+    #[derive(Clone)]
+    pub struct Dir(Arc<Owned>);
+
+    struct Owned(PathBuf);
+
+    impl Drop for Owned {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 
     impl Dir {
         pub fn new(tag: &str) -> Self {
@@ -42,27 +54,12 @@ pub mod tempdir {
             let p =
                 std::env::temp_dir().join(format!("shoal-test-{tag}-{}-{n}", std::process::id()));
             std::fs::create_dir_all(&p).expect("create temp dir");
-            Self(p)
+            Self(Arc::new(Owned(p)))
         }
+
         pub fn path(&self) -> &Path {
-            &self.0
+            &self.0.0
         }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    impl Clone for Dir {
-        fn clone(&self) -> Self {
-            Self(self.0.clone())
-        }
-    }
-
-    pub fn keep(p: &Path) -> PathBuf {
-        p.to_path_buf()
     }
 }
 
@@ -180,8 +177,4 @@ pub fn state_of(observer: &Proc, id: &str) -> Option<MemberState> {
         .into_iter()
         .find(|m| m.id == id)
         .map(|m| m.state)
-}
-
-pub fn data_path(p: &Proc) -> PathBuf {
-    tempdir::keep(p.data_dir.path())
 }

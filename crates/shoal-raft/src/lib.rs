@@ -1,0 +1,16 @@
+//! shoal's consensus layer.
+//!
+//! ```text
+//!  RaftGroup (next: openraft behind our own interface)
+//!     │ append / truncate / purge / vote / committed / snapshot
+//!     ▼
+//!  store::SqliteLog ── one SQLite file per group under --data-dir, WAL mode,
+//!                      synchronous=FULL: a write is on disk before it is acknowledged
+//! ```
+//!
+//! What exists today is the durable log; the Raft group itself, its gRPC network and
+//! the KV service are being built on it (issue: control plane).
+
+pub mod store;
+
+pub use store::{LogRecord, SqliteLog, StoreError};

@@ -1,0 +1,311 @@
+//! The durable Raft log, vote and snapshot in SQLite.
+//!
+//! One file per Raft group. WAL journal with `synchronous = FULL`: SQLite fsyncs the
+//! WAL before a commit returns, so an append or a vote that returned `Ok` survives a
+//! crash or power loss. A batch of entries is one transaction (one fsync): the caller
+//! groups concurrent appends to commit them together.
+//!
+//! Invariants, checked on every mutation and by [`SqliteLog::validate`]:
+//! * indexes in the log are contiguous: `first..=last` with no hole;
+//! * the log starts right after the last purged entry (if any);
+//! * terms never decrease along the log.
+
+use std::{ops::RangeInclusive, path::Path};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// One log entry: its position, its term and the encoded command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    pub index: u64,
+    pub term: u64,
+    pub payload: Vec<u8>,
+}
+
+/// A storage failure. `Io` means the disk or SQLite failed and the state on disk is as
+/// of the last successful call; the others are refused requests that changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Io(#[from] rusqlite::Error),
+    #[error("append: entry {got} does not follow the last entry {last:?}")]
+    Gap { got: u64, last: Option<u64> },
+    #[error("append: term {term} at {index} is below the previous entry's term {previous}")]
+    TermRegression {
+        index: u64,
+        term: u64,
+        previous: u64,
+    },
+    #[error(
+        "the log file was written by schema version {0}; this build reads version {SCHEMA_VERSION}"
+    )]
+    Schema(i64),
+}
+
+/// Bumped whenever the on-disk layout changes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The log of one Raft group.
+#[derive(Debug)]
+pub struct SqliteLog {
+    conn: Connection,
+}
+
+const META_VOTE: &str = "vote";
+const META_COMMITTED: &str = "committed";
+const META_PURGED: &str = "purged";
+
+impl SqliteLog {
+    /// Opens (creating if needed) the log at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory log (tests and simulation): same code, no durability.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS log (
+                 idx     INTEGER PRIMARY KEY,
+                 term    INTEGER NOT NULL,
+                 payload BLOB NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS meta (
+                 key   TEXT PRIMARY KEY,
+                 value BLOB NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS snapshot (
+                 id   INTEGER PRIMARY KEY CHECK (id = 1),
+                 meta BLOB NOT NULL,
+                 data BLOB NOT NULL
+             );",
+        )?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        match version {
+            0 => conn.pragma_update(None, "user_version", SCHEMA_VERSION)?,
+            SCHEMA_VERSION => {}
+            other => return Err(StoreError::Schema(other)),
+        }
+        Ok(Self { conn })
+    }
+
+    /// (index, term) of the last entry in the log, or of the last purged one if the log
+    /// is empty.
+    pub fn last(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        let last = self
+            .conn
+            .query_row(
+                "SELECT idx, term FROM log ORDER BY idx DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .optional()?;
+        match last {
+            Some(l) => Ok(Some(l)),
+            None => self.purged(),
+        }
+    }
+
+    /// (index, term) of the last entry removed by [`purge_upto`](Self::purge_upto).
+    pub fn purged(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        Ok(self.meta(META_PURGED)?.and_then(|b| decode_pair(&b)))
+    }
+
+    /// Appends entries in one transaction (one fsync). They must follow the last entry.
+    pub fn append(&mut self, entries: &[LogRecord]) -> Result<(), StoreError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let last = self.last()?;
+        let expected = last.map_or(first.index, |(i, _)| i + 1);
+        if first.index != expected {
+            return Err(StoreError::Gap {
+                got: first.index,
+                last: last.map(|l| l.0),
+            });
+        }
+        let mut previous = last.map_or(0, |l| l.1);
+        for (offset, e) in entries.iter().enumerate() {
+            if e.index != first.index + offset as u64 {
+                return Err(StoreError::Gap {
+                    got: e.index,
+                    last: Some(first.index + offset as u64 - 1),
+                });
+            }
+            if e.term < previous {
+                return Err(StoreError::TermRegression {
+                    index: e.index,
+                    term: e.term,
+                    previous,
+                });
+            }
+            previous = e.term;
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert =
+                tx.prepare_cached("INSERT INTO log (idx, term, payload) VALUES (?1, ?2, ?3)")?;
+            for e in entries {
+                insert.execute(params![e.index as i64, e.term as i64, e.payload])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Entries with index in `range` that are still in the log, in order.
+    pub fn entries(&self, range: RangeInclusive<u64>) -> Result<Vec<LogRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT idx, term, payload FROM log WHERE idx BETWEEN ?1 AND ?2 ORDER BY idx",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                *range.start() as i64,
+                (*range.end()).min(i64::MAX as u64) as i64
+            ],
+            |r| {
+                Ok(LogRecord {
+                    index: r.get::<_, i64>(0)? as u64,
+                    term: r.get::<_, i64>(1)? as u64,
+                    payload: r.get(2)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes every entry after `index` (all of them for `None`): a follower dropping a
+    /// deposed leader's uncommitted suffix.
+    pub fn truncate_after(&mut self, index: Option<u64>) -> Result<(), StoreError> {
+        let from = index.map_or(0, |i| i as i64 + 1);
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM log WHERE idx >= ?1", params![from])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes every entry up to and including `index` (they are in a snapshot now) and
+    /// remembers the last one removed.
+    pub fn purge_upto(&mut self, index: u64) -> Result<(), StoreError> {
+        let term = self
+            .conn
+            .query_row(
+                "SELECT term FROM log WHERE idx = ?1",
+                params![index as i64],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?;
+        let Some(term) = term else {
+            // Already purged (or never there): nothing to do.
+            return Ok(());
+        };
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM log WHERE idx <= ?1", params![index as i64])?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![META_PURGED, encode_pair(index, term as u64)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Saves the vote; durable when this returns.
+    pub fn save_vote(&mut self, vote: &[u8]) -> Result<(), StoreError> {
+        self.set_meta(META_VOTE, vote)
+    }
+
+    pub fn vote(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.meta(META_VOTE)
+    }
+
+    pub fn save_committed(&mut self, committed: &[u8]) -> Result<(), StoreError> {
+        self.set_meta(META_COMMITTED, committed)
+    }
+
+    pub fn committed(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.meta(META_COMMITTED)
+    }
+
+    /// Replaces the stored snapshot.
+    pub fn save_snapshot(&mut self, meta: &[u8], data: &[u8]) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO snapshot (id, meta, data) VALUES (1, ?1, ?2)
+             ON CONFLICT(id) DO UPDATE SET meta = excluded.meta, data = excluded.data",
+            params![meta, data],
+        )?;
+        Ok(())
+    }
+
+    /// (meta, data) of the stored snapshot.
+    pub fn snapshot(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT meta, data FROM snapshot WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    /// Checks the invariants; `Err` names the broken one.
+    pub fn validate(&self) -> Result<(), String> {
+        let all = self.entries(0..=u64::MAX).map_err(|e| e.to_string())?;
+        let purged = self.purged().map_err(|e| e.to_string())?;
+        if let (Some(first), Some((p, _))) = (all.first(), purged)
+            && first.index != p + 1
+        {
+            return Err(format!(
+                "log starts at {} but {p} was the last purged",
+                first.index
+            ));
+        }
+        for pair in all.windows(2) {
+            if pair[1].index != pair[0].index + 1 {
+                return Err(format!(
+                    "hole between {} and {}",
+                    pair[0].index, pair[1].index
+                ));
+            }
+            if pair[1].term < pair[0].term {
+                return Err(format!("term goes down at {}", pair[1].index));
+            }
+        }
+        Ok(())
+    }
+
+    fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+}
+
+fn encode_pair(a: u64, b: u64) -> Vec<u8> {
+    let mut out = a.to_be_bytes().to_vec();
+    out.extend_from_slice(&b.to_be_bytes());
+    out
+}
+
+fn decode_pair(bytes: &[u8]) -> Option<(u64, u64)> {
+    let a = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let b = u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
+    Some((a, b))
+}
