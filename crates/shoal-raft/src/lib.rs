@@ -13,4 +13,4 @@
 
 pub mod store;
 
-pub use store::{LogRecord, SqliteLog, StoreError};
+pub use store::{LogRecord, SqliteLog, StoreError, StoredSnapshot};

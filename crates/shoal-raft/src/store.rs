@@ -22,6 +22,13 @@ pub struct LogRecord {
     pub payload: Vec<u8>,
 }
 
+/// A snapshot as stored: its encoded metadata and data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSnapshot {
+    pub meta: Vec<u8>,
+    pub data: Vec<u8>,
+}
+
 /// A storage failure. `Io` means the disk or SQLite failed and the state on disk is as
 /// of the last successful call; the others are refused requests that changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -243,12 +250,15 @@ impl SqliteLog {
         Ok(())
     }
 
-    /// (meta, data) of the stored snapshot.
-    pub fn snapshot(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    /// The stored snapshot, if any.
+    pub fn snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {
         Ok(self
             .conn
             .query_row("SELECT meta, data FROM snapshot WHERE id = 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+                Ok(StoredSnapshot {
+                    meta: r.get(0)?,
+                    data: r.get(1)?,
+                })
             })
             .optional()?)
     }
