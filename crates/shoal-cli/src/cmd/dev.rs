@@ -173,37 +173,46 @@ async fn tour(cluster: &mut DevCluster) -> Result<(), String> {
     );
     let killed = Instant::now();
     cluster.kill(&victim).await;
-    wait_all_see(
+    settle(
         &observers,
         &victim,
         MemberState::Failed,
-        Duration::from_secs(15),
+        killed,
+        "marked failed by every survivor",
+        "the kill",
     )
-    .await
-    .ok_or_else(|| format!("{victim} was not marked failed everywhere within 15 s"))?;
-    let took = killed.elapsed();
-    println!(
-        "{victim} marked failed by every survivor {:.2} s after the kill",
-        took.as_secs_f64()
-    );
-    if let Ok(doc) = AdminClient::new(observers[0].clone()).status().await {
-        print!("{}", render::status_table(&doc));
-    }
+    .await?;
     println!("\n== restarting {victim}");
     let restarted = Instant::now();
     cluster.restart(&victim).map_err(|e| e.to_string())?;
-    wait_all_see(
+    settle(
         &observers,
         &victim,
         MemberState::Alive,
-        Duration::from_secs(15),
+        restarted,
+        "alive again everywhere",
+        "the restart",
     )
     .await
-    .ok_or_else(|| format!("{victim} did not come back alive everywhere within 15 s"))?;
-    let took = restarted.elapsed();
+}
+
+/// Waits until every observer sees `victim` in `state`, reports how long it took since
+/// `since`, and prints the table as the first observer sees it.
+async fn settle(
+    observers: &[String],
+    victim: &str,
+    state: MemberState,
+    since: Instant,
+    what: &str,
+    cause: &str,
+) -> Result<(), String> {
+    const BUDGET: Duration = Duration::from_secs(15);
+    wait_all_see(observers, victim, state, BUDGET)
+        .await
+        .ok_or_else(|| format!("{victim} was not {state} everywhere within {BUDGET:?}"))?;
     println!(
-        "{victim} alive again everywhere {:.2} s after the restart",
-        took.as_secs_f64()
+        "{victim} {what} {:.2} s after {cause}",
+        since.elapsed().as_secs_f64()
     );
     if let Ok(doc) = AdminClient::new(observers[0].clone()).status().await {
         print!("{}", render::status_table(&doc));
