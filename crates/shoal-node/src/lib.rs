@@ -2,7 +2,9 @@
 //!
 //! ```text
 //!  NodeConfig ─► bind TCP p and UDP p+1 ─► Membership (gossip task) ──┐
-//!                                     └─► axum admin on TCP p ◄───────┘ snapshot, events
+//!                                     └─► one hyper server on TCP p ◄─┘ snapshot, events
+//!                                           ├─ gRPC (tonic): Cluster
+//!                                           └─ HTTP admin (axum): /v1/…, /metrics
 //!  SIGTERM/Ctrl-C ─► announce leave ─► stop HTTP ─► exit (≤ 2 s)
 //! ```
 //!
@@ -10,6 +12,7 @@
 
 pub mod admin;
 pub mod dev;
+pub mod grpc;
 pub mod metrics;
 pub mod node;
 pub mod status;

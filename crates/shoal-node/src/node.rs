@@ -13,7 +13,7 @@ use shoal_membership::{
 use shoal_types::{Lifecycle, NodeConfig, NodeMeta, VERSION};
 use tokio::task::JoinHandle;
 
-use crate::{admin, status::unix_ms};
+use crate::{admin, grpc, status::unix_ms};
 
 /// Why a node could not start. Nothing is left bound when this is returned.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +131,9 @@ impl Node {
         keep_resolving(unresolved, gossip_addr, membership.clone(), retry_cap);
         tcp.set_nonblocking(true).map_err(|e| bind_err("TCP", e))?;
         let listener = tokio::net::TcpListener::from_std(tcp).map_err(|e| bind_err("TCP", e))?;
-        let app = admin::router(membership.clone());
+        // gRPC and the admin HTTP routes share the port: one hyper server, HTTP/1.1 and
+        // HTTP/2 (gRPC) negotiated per connection.
+        let app = admin::router(membership.clone()).merge(grpc::routes(membership.clone()));
         let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let http = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {

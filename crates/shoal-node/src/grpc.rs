@@ -1,0 +1,86 @@
+//! gRPC services on the node's TCP port (beside the admin HTTP routes).
+//!
+//! `Cluster`: membership as this node sees it, and a stream of membership events — the
+//! gRPC twin of `/v1/status` and `/v1/events`, for clients in any language.
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+use shoal_membership::{MemberInfo, MembershipEvent as Event, MembershipHandle};
+use shoal_proto::{
+    GRPC_MESSAGE_BYTES_MAX,
+    v1::{
+        Member, MembersRequest, MembersResponse, MembershipEvent, WatchEventsRequest,
+        cluster_server::{Cluster, ClusterServer},
+    },
+};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, server::NamedService};
+
+use crate::status::unix_ms;
+
+/// The gRPC routes every node serves, one path prefix per service (`/shoal.v1.Cluster/…`).
+/// They carry no fallback of their own, so they merge into the admin router, whose
+/// fallback answers unknown HTTP paths with a JSON 404.
+pub fn routes(membership: MembershipHandle) -> axum::Router {
+    let cluster = ClusterServer::new(ClusterService { membership })
+        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
+    axum::Router::new().route_service(&service_path::<ClusterServer<ClusterService>>(), cluster)
+}
+
+fn service_path<S: NamedService>() -> String {
+    format!("/{}/{{*method}}", S::NAME)
+}
+
+struct ClusterService {
+    membership: MembershipHandle,
+}
+
+fn member(m: &MemberInfo) -> Member {
+    Member {
+        id: m.id.clone(),
+        role: m.role.map(|r| r.to_string()).unwrap_or_default(),
+        dc: m.dc.clone().unwrap_or_default(),
+        addr: m.addr.clone(),
+        state: m.state.to_string(),
+        phi: m.phi,
+        tags: m.tags.clone().into_iter().collect(),
+        incarnation: m.incarnation.into(),
+        is_self: m.is_self,
+    }
+}
+
+fn event(e: &Event) -> MembershipEvent {
+    MembershipEvent {
+        kind: format!("{:?}", e.kind),
+        member: Some(member(&e.member)),
+        ts_unix_ms: unix_ms(),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<MembershipEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn members(
+        &self,
+        _request: Request<MembersRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        let snap = self.membership.snapshot();
+        Ok(Response::new(MembersResponse {
+            node_id: snap.me.id.clone(),
+            members: snap.members.iter().map(member).collect(),
+        }))
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        _request: Request<WatchEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let stream = self.membership.events().map(|e| Ok(event(&e)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
