@@ -4,6 +4,9 @@
 //!  RaftGroup (next: openraft behind our own interface)
 //!     │ append / truncate / purge / vote / committed / snapshot
 //!     ▼
+//!  writer::LogWriter ── one thread owns the log; what queued up meanwhile is written
+//!     │                 in one transaction (group commit: one fsync for the lot)
+//!     ▼
 //!  store::SqliteLog ── one SQLite file per group under --data-dir, WAL mode,
 //!                      synchronous=FULL: a write is on disk before it is acknowledged
 //! ```
@@ -12,5 +15,6 @@
 //! the KV service are being built on it (issue: control plane).
 
 pub mod store;
+pub mod writer;
 
-pub use store::{LogRecord, SqliteLog, StoreError, StoredSnapshot};
+pub use store::{LogRecord, SqliteLog, StoreError, StoredSnapshot, Write};

@@ -29,12 +29,16 @@ pub struct StoredSnapshot {
     pub data: Vec<u8>,
 }
 
-/// A storage failure. `Io` means the disk or SQLite failed and the state on disk is as
-/// of the last successful call; the others are refused requests that changed nothing.
+/// A storage failure. `Io` and `Batch` mean the disk or SQLite failed and the state on
+/// disk is as of the last successful commit; the others are refused requests that
+/// changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage: {0}")]
     Io(#[from] rusqlite::Error),
+    /// The batch's transaction could not begin or commit: no write of it is on disk.
+    #[error("storage: batch not written: {0}")]
+    Batch(String),
     #[error("append: entry {got} does not follow the last entry {last:?}")]
     Gap { got: u64, last: Option<u64> },
     #[error("append: term {term} at {index} is below the previous entry's term {previous}")]
@@ -105,65 +109,48 @@ impl SqliteLog {
     /// (index, term) of the last entry in the log, or of the last purged one if the log
     /// is empty.
     pub fn last(&self) -> Result<Option<(u64, u64)>, StoreError> {
-        let last = self
-            .conn
-            .query_row(
-                "SELECT idx, term FROM log ORDER BY idx DESC LIMIT 1",
-                [],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-            )
-            .optional()?;
-        match last {
-            Some(l) => Ok(Some(l)),
-            None => self.purged(),
-        }
+        last_in(&self.conn)
     }
 
     /// (index, term) of the last entry removed by [`purge_upto`](Self::purge_upto).
     pub fn purged(&self) -> Result<Option<(u64, u64)>, StoreError> {
-        Ok(self.meta(META_PURGED)?.and_then(|b| decode_pair(&b)))
+        purged_in(&self.conn)
     }
 
     /// Appends entries in one transaction (one fsync). They must follow the last entry.
     pub fn append(&mut self, entries: &[LogRecord]) -> Result<(), StoreError> {
-        let Some(first) = entries.first() else {
-            return Ok(());
+        self.write_one(Write::Append(entries.to_vec()))
+    }
+
+    /// Performs `writes` in order in ONE transaction — one fsync for the lot (group
+    /// commit). Each write is checked against the log as the earlier ones left it; a
+    /// refused write changes nothing and does not stop the others. If the commit itself
+    /// fails, every write fails and none is on disk.
+    pub fn write_batch(&mut self, writes: &[Write]) -> Vec<Result<(), StoreError>> {
+        let tx = match self.conn.transaction() {
+            Ok(tx) => tx,
+            Err(e) => {
+                return writes
+                    .iter()
+                    .map(|_| Err(StoreError::Batch(e.to_string())))
+                    .collect();
+            }
         };
-        let last = self.last()?;
-        let expected = last.map_or(first.index, |(i, _)| i + 1);
-        if first.index != expected {
-            return Err(StoreError::Gap {
-                got: first.index,
-                last: last.map(|l| l.0),
-            });
+        let mut results: Vec<Result<(), StoreError>> =
+            writes.iter().map(|w| apply_write(&tx, w)).collect();
+        if let Err(e) = tx.commit() {
+            results = writes
+                .iter()
+                .map(|_| Err(StoreError::Batch(e.to_string())))
+                .collect();
         }
-        let mut previous = last.map_or(0, |l| l.1);
-        for (offset, e) in entries.iter().enumerate() {
-            if e.index != first.index + offset as u64 {
-                return Err(StoreError::Gap {
-                    got: e.index,
-                    last: Some(first.index + offset as u64 - 1),
-                });
-            }
-            if e.term < previous {
-                return Err(StoreError::TermRegression {
-                    index: e.index,
-                    term: e.term,
-                    previous,
-                });
-            }
-            previous = e.term;
-        }
-        let tx = self.conn.transaction()?;
-        {
-            let mut insert =
-                tx.prepare_cached("INSERT INTO log (idx, term, payload) VALUES (?1, ?2, ?3)")?;
-            for e in entries {
-                insert.execute(params![e.index as i64, e.term as i64, e.payload])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        results
+    }
+
+    fn write_one(&mut self, write: Write) -> Result<(), StoreError> {
+        self.write_batch(std::slice::from_ref(&write))
+            .pop()
+            .unwrap_or(Ok(()))
     }
 
     /// Entries with index in `range` that are still in the log, in order.
@@ -190,54 +177,30 @@ impl SqliteLog {
     /// Removes every entry after `index` (all of them for `None`): a follower dropping a
     /// deposed leader's uncommitted suffix.
     pub fn truncate_after(&mut self, index: Option<u64>) -> Result<(), StoreError> {
-        let from = index.map_or(0, |i| i as i64 + 1);
-        let tx = self.conn.transaction()?;
-        tx.execute("DELETE FROM log WHERE idx >= ?1", params![from])?;
-        tx.commit()?;
-        Ok(())
+        self.write_one(Write::TruncateAfter(index))
     }
 
     /// Removes every entry up to and including `index` (they are in a snapshot now) and
     /// remembers the last one removed.
     pub fn purge_upto(&mut self, index: u64) -> Result<(), StoreError> {
-        let term = self
-            .conn
-            .query_row(
-                "SELECT term FROM log WHERE idx = ?1",
-                params![index as i64],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?;
-        let Some(term) = term else {
-            // Already purged (or never there): nothing to do.
-            return Ok(());
-        };
-        let tx = self.conn.transaction()?;
-        tx.execute("DELETE FROM log WHERE idx <= ?1", params![index as i64])?;
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![META_PURGED, encode_pair(index, term as u64)],
-        )?;
-        tx.commit()?;
-        Ok(())
+        self.write_one(Write::PurgeUpto(index))
     }
 
     /// Saves the vote; durable when this returns.
     pub fn save_vote(&mut self, vote: &[u8]) -> Result<(), StoreError> {
-        self.set_meta(META_VOTE, vote)
+        self.write_one(Write::Vote(vote.to_vec()))
     }
 
     pub fn vote(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.meta(META_VOTE)
+        meta_in(&self.conn, META_VOTE)
     }
 
     pub fn save_committed(&mut self, committed: &[u8]) -> Result<(), StoreError> {
-        self.set_meta(META_COMMITTED, committed)
+        self.write_one(Write::Committed(committed.to_vec()))
     }
 
     pub fn committed(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.meta(META_COMMITTED)
+        meta_in(&self.conn, META_COMMITTED)
     }
 
     /// Replaces the stored snapshot.
@@ -288,24 +251,118 @@ impl SqliteLog {
         }
         Ok(())
     }
+}
 
-    fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        Ok(())
-    }
+/// One durable change, for [`SqliteLog::write_batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    Append(Vec<LogRecord>),
+    TruncateAfter(Option<u64>),
+    PurgeUpto(u64),
+    Vote(Vec<u8>),
+    Committed(Vec<u8>),
+}
 
-    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
-                r.get(0)
-            })
-            .optional()?)
+fn apply_write(conn: &Connection, write: &Write) -> Result<(), StoreError> {
+    match write {
+        Write::Append(entries) => append_in(conn, entries),
+        Write::TruncateAfter(index) => {
+            let from = index.map_or(0, |i| i as i64 + 1);
+            conn.execute("DELETE FROM log WHERE idx >= ?1", params![from])?;
+            Ok(())
+        }
+        Write::PurgeUpto(index) => purge_in(conn, *index),
+        Write::Vote(v) => set_meta_in(conn, META_VOTE, v),
+        Write::Committed(c) => set_meta_in(conn, META_COMMITTED, c),
     }
+}
+
+fn append_in(conn: &Connection, entries: &[LogRecord]) -> Result<(), StoreError> {
+    let Some(first) = entries.first() else {
+        return Ok(());
+    };
+    let last = last_in(conn)?;
+    let expected = last.map_or(first.index, |(i, _)| i + 1);
+    if first.index != expected {
+        return Err(StoreError::Gap {
+            got: first.index,
+            last: last.map(|l| l.0),
+        });
+    }
+    let mut previous = last.map_or(0, |l| l.1);
+    for (offset, e) in entries.iter().enumerate() {
+        if e.index != first.index + offset as u64 {
+            return Err(StoreError::Gap {
+                got: e.index,
+                last: Some(first.index + offset as u64 - 1),
+            });
+        }
+        if e.term < previous {
+            return Err(StoreError::TermRegression {
+                index: e.index,
+                term: e.term,
+                previous,
+            });
+        }
+        previous = e.term;
+    }
+    let mut insert =
+        conn.prepare_cached("INSERT INTO log (idx, term, payload) VALUES (?1, ?2, ?3)")?;
+    for e in entries {
+        insert.execute(params![e.index as i64, e.term as i64, e.payload])?;
+    }
+    Ok(())
+}
+
+fn purge_in(conn: &Connection, index: u64) -> Result<(), StoreError> {
+    let term = conn
+        .query_row(
+            "SELECT term FROM log WHERE idx = ?1",
+            params![index as i64],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?;
+    let Some(term) = term else {
+        // Already purged (or never there): nothing to do.
+        return Ok(());
+    };
+    conn.execute("DELETE FROM log WHERE idx <= ?1", params![index as i64])?;
+    set_meta_in(conn, META_PURGED, &encode_pair(index, term as u64))
+}
+
+fn last_in(conn: &Connection) -> Result<Option<(u64, u64)>, StoreError> {
+    let last = conn
+        .query_row(
+            "SELECT idx, term FROM log ORDER BY idx DESC LIMIT 1",
+            [],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )
+        .optional()?;
+    match last {
+        Some(l) => Ok(Some(l)),
+        None => purged_in(conn),
+    }
+}
+
+fn purged_in(conn: &Connection) -> Result<Option<(u64, u64)>, StoreError> {
+    Ok(meta_in(conn, META_PURGED)?.and_then(|b| decode_pair(&b)))
+}
+
+fn set_meta_in(conn: &Connection, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+fn meta_in(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+            r.get(0)
+        })
+        .optional()?)
 }
 
 fn encode_pair(a: u64, b: u64) -> Vec<u8> {

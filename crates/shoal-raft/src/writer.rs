@@ -1,0 +1,101 @@
+//! Group commit: one thread owns the log and writes whatever has queued up since its
+//! last commit in ONE transaction — one fsync for many appends and votes.
+//!
+//! ```text
+//!  submit(write, done) ──► queue ──► writer thread: take 1, then drain up to BATCH_MAX
+//!                                      └─ SqliteLog::write_batch (one fsync)
+//!                                      └─ done(result) for each, in order
+//! ```
+//!
+//! Writes are applied in submission order, so a vote is never reordered against an
+//! append. A write's `done` runs only after its transaction committed (or failed).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
+};
+
+use crate::store::{SqliteLog, StoreError, Write};
+
+/// Most writes in one transaction.
+pub const BATCH_MAX: usize = 1024;
+
+/// Called with a write's outcome once it is durable (or failed).
+pub type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// The writer has stopped; the write was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the log writer has stopped")]
+pub struct Stopped;
+
+/// Handle on the writer thread.
+#[derive(Debug)]
+pub struct LogWriter {
+    jobs: Option<mpsc::Sender<(Write, Done)>>,
+    commits: Arc<AtomicU64>,
+    thread: Option<JoinHandle<SqliteLog>>,
+}
+
+impl LogWriter {
+    pub fn spawn(mut log: SqliteLog) -> Self {
+        let (tx, rx) = mpsc::channel::<(Write, Done)>();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = commits.clone();
+        let thread = std::thread::Builder::new()
+            .name("shoal-log-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < BATCH_MAX {
+                        match rx.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let (writes, dones): (Vec<Write>, Vec<Done>) = batch.into_iter().unzip();
+                    let results = log.write_batch(&writes);
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    for (done, result) in dones.into_iter().zip(results) {
+                        done(result);
+                    }
+                }
+                log
+            })
+            .expect("spawning a thread only fails when the OS is out of resources");
+        Self {
+            jobs: Some(tx),
+            commits,
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues a write; `done` runs on the writer thread once it is on disk.
+    pub fn submit(&self, write: Write, done: Done) -> Result<(), Stopped> {
+        let jobs = self.jobs.as_ref().ok_or(Stopped)?;
+        jobs.send((write, done)).map_err(|_| Stopped)
+    }
+
+    /// Transactions committed so far (each is one fsync).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Finishes every queued write and hands the log back.
+    pub fn close(mut self) -> Option<SqliteLog> {
+        self.jobs.take();
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
