@@ -14,6 +14,7 @@
 //! What exists today is the durable log; the Raft group itself, its gRPC network and
 //! the KV service are being built on it (issue: control plane).
 
+pub mod group;
 pub mod store;
 pub mod writer;
 

@@ -65,6 +65,7 @@ pub struct SqliteLog {
 const META_VOTE: &str = "vote";
 const META_COMMITTED: &str = "committed";
 const META_PURGED: &str = "purged";
+const META_PURGED_ID: &str = "purged_id";
 
 impl SqliteLog {
     /// Opens (creating if needed) the log at `path`.
@@ -186,6 +187,20 @@ impl SqliteLog {
         self.write_one(Write::PurgeUpto(index))
     }
 
+    /// Purges up to `index` and records `id` (the consensus layer's encoding of that
+    /// entry's id) in the same transaction.
+    pub fn purge_upto_with_id(&mut self, index: u64, id: &[u8]) -> Result<(), StoreError> {
+        let results = self.write_batch(&[Write::PurgedId(id.to_vec()), Write::PurgeUpto(index)]);
+        results
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(drop)
+    }
+
+    pub fn purged_id(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        meta_in(&self.conn, META_PURGED_ID)
+    }
+
     /// Saves the vote; durable when this returns.
     pub fn save_vote(&mut self, vote: &[u8]) -> Result<(), StoreError> {
         self.write_one(Write::Vote(vote.to_vec()))
@@ -261,6 +276,8 @@ pub enum Write {
     PurgeUpto(u64),
     Vote(Vec<u8>),
     Committed(Vec<u8>),
+    /// The consensus layer's own encoding of the last purged entry's id.
+    PurgedId(Vec<u8>),
 }
 
 fn apply_write(conn: &Connection, write: &Write) -> Result<(), StoreError> {
@@ -274,6 +291,7 @@ fn apply_write(conn: &Connection, write: &Write) -> Result<(), StoreError> {
         Write::PurgeUpto(index) => purge_in(conn, *index),
         Write::Vote(v) => set_meta_in(conn, META_VOTE, v),
         Write::Committed(c) => set_meta_in(conn, META_COMMITTED, c),
+        Write::PurgedId(id) => set_meta_in(conn, META_PURGED_ID, id),
     }
 }
 

@@ -44,6 +44,25 @@ pub struct Request {
     pub command: Command,
 }
 
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.command {
+            Command::Noop => f.write_str("noop"),
+            Command::Kv(KvCommand::Put { key, value }) => {
+                write!(f, "put {key} ({} B)", value.len())
+            }
+            Command::Kv(KvCommand::Delete { key }) => write!(f, "delete {key}"),
+            Command::Kv(KvCommand::Cas {
+                key,
+                expected_revision,
+                ..
+            }) => {
+                write!(f, "cas {key} at {expected_revision}")
+            }
+        }
+    }
+}
+
 /// What applying a request produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
@@ -55,6 +74,12 @@ pub enum Response {
         client_id: u64,
         seq: u64,
     },
+}
+
+impl std::fmt::Display for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
 }
 
 /// The whole replicated state. Serializable: it is the snapshot.

@@ -1,0 +1,29 @@
+//! The openraft wiring: type config, log storage over [`SqliteLog`](crate::SqliteLog),
+//! the state machine over [`shoal_state::State`], and the network.
+//!
+//! Nothing outside this crate names openraft types: callers use [`RaftGroup`]
+//! (next step) with shoal's own commands and responses.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+/// A snapshot in flight: the encoded state.
+pub type SnapshotData = std::io::Cursor<Vec<u8>>;
+
+openraft::declare_raft_types!(
+    /// shoal's Raft type configuration: our commands in, our responses out.
+    pub ShoalRaft:
+        D = shoal_state::Request,
+        R = shoal_state::Response,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+);
+
+pub(crate) fn invalid_data(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}
+
+pub(crate) fn io_error(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}

@@ -1,0 +1,132 @@
+//! openraft's state machine over shoal's pure [`State`]: apply is `State::apply`,
+//! a snapshot is the postcard encoding of the state.
+
+use std::{
+    io::{self, Cursor},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use futures_util::{Stream, TryStreamExt};
+use openraft::{
+    EntryPayload, RaftSnapshotBuilder,
+    alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf},
+    storage::{EntryResponder, RaftStateMachine},
+};
+use shoal_state::{LogIndex, Response, State};
+
+use super::{ShoalRaft, SnapshotData, invalid_data};
+
+type C = ShoalRaft;
+
+#[derive(Debug, Default)]
+struct Inner {
+    state: State,
+    last_applied: Option<LogIdOf<C>>,
+    membership: StoredMembershipOf<C>,
+    snapshot: Option<(SnapshotMetaOf<C>, Vec<u8>)>,
+}
+
+/// The replicated state of one group, readable by the node while Raft applies to it.
+#[derive(Debug, Clone, Default)]
+pub struct StateMachine {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl StateMachine {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the applied state.
+    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.lock().state)
+    }
+}
+
+impl RaftSnapshotBuilder<C> for StateMachine {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, SnapshotData>, io::Error> {
+        let mut inner = self.lock();
+        let data = inner.state.to_bytes().map_err(invalid_data)?;
+        let meta = SnapshotMetaOf::<C> {
+            last_log_id: inner.last_applied,
+            last_membership: inner.membership.clone(),
+        };
+        inner.snapshot = Some((meta.clone(), data.clone()));
+        Ok(SnapshotOf::<C, SnapshotData> {
+            meta,
+            snapshot: Cursor::new(data),
+        })
+    }
+}
+
+impl RaftStateMachine<C> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+        let inner = self.lock();
+        Ok((inner.last_applied, inner.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + Send,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let response = {
+                let mut inner = self.lock();
+                inner.last_applied = Some(entry.log_id);
+                let index = LogIndex(entry.log_id.index);
+                match &entry.payload {
+                    EntryPayload::Blank => Response::Noop,
+                    EntryPayload::Normal(request) => inner.state.apply(index, request),
+                    EntryPayload::Membership(m) => {
+                        inner.membership =
+                            StoredMembershipOf::<C>::new(Some(entry.log_id), m.clone());
+                        Response::Noop
+                    }
+                }
+            };
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<C>,
+        snapshot: Cursor<Vec<u8>>,
+    ) -> Result<(), io::Error> {
+        let data = snapshot.into_inner();
+        let state = State::from_bytes(&data).map_err(invalid_data)?;
+        let mut inner = self.lock();
+        inner.state = state;
+        inner.last_applied = meta.last_log_id;
+        inner.membership = meta.last_membership.clone();
+        inner.snapshot = Some((meta.clone(), data));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<C, SnapshotData>>, io::Error> {
+        Ok(self
+            .lock()
+            .snapshot
+            .clone()
+            .map(|(meta, data)| SnapshotOf::<C, SnapshotData> {
+                meta,
+                snapshot: Cursor::new(data),
+            }))
+    }
+}
