@@ -182,15 +182,25 @@ impl SqliteLog {
     }
 
     /// Removes every entry up to and including `index` (they are in a snapshot now) and
-    /// remembers the last one removed.
-    pub fn purge_upto(&mut self, index: u64) -> Result<(), StoreError> {
-        self.write_one(Write::PurgeUpto(index))
+    /// remembers `(index, term)` as the last one removed — also when the log did not
+    /// reach `index` (a follower that installed a snapshot ahead of its log). Purging
+    /// never moves back.
+    pub fn purge_upto(&mut self, index: u64, term: u64) -> Result<(), StoreError> {
+        self.write_one(Write::PurgeUpto { index, term })
     }
 
     /// Purges up to `index` and records `id` (the consensus layer's encoding of that
     /// entry's id) in the same transaction.
-    pub fn purge_upto_with_id(&mut self, index: u64, id: &[u8]) -> Result<(), StoreError> {
-        let results = self.write_batch(&[Write::PurgedId(id.to_vec()), Write::PurgeUpto(index)]);
+    pub fn purge_upto_with_id(
+        &mut self,
+        index: u64,
+        term: u64,
+        id: &[u8],
+    ) -> Result<(), StoreError> {
+        let results = self.write_batch(&[
+            Write::PurgedId(id.to_vec()),
+            Write::PurgeUpto { index, term },
+        ]);
         results
             .into_iter()
             .collect::<Result<Vec<()>, _>>()
@@ -273,7 +283,10 @@ impl SqliteLog {
 pub enum Write {
     Append(Vec<LogRecord>),
     TruncateAfter(Option<u64>),
-    PurgeUpto(u64),
+    PurgeUpto {
+        index: u64,
+        term: u64,
+    },
     Vote(Vec<u8>),
     Committed(Vec<u8>),
     /// The consensus layer's own encoding of the last purged entry's id.
@@ -288,7 +301,7 @@ fn apply_write(conn: &Connection, write: &Write) -> Result<(), StoreError> {
             conn.execute("DELETE FROM log WHERE idx >= ?1", params![from])?;
             Ok(())
         }
-        Write::PurgeUpto(index) => purge_in(conn, *index),
+        Write::PurgeUpto { index, term } => purge_in(conn, *index, *term),
         Write::Vote(v) => set_meta_in(conn, META_VOTE, v),
         Write::Committed(c) => set_meta_in(conn, META_COMMITTED, c),
         Write::PurgedId(id) => set_meta_in(conn, META_PURGED_ID, id),
@@ -332,20 +345,12 @@ fn append_in(conn: &Connection, entries: &[LogRecord]) -> Result<(), StoreError>
     Ok(())
 }
 
-fn purge_in(conn: &Connection, index: u64) -> Result<(), StoreError> {
-    let term = conn
-        .query_row(
-            "SELECT term FROM log WHERE idx = ?1",
-            params![index as i64],
-            |r| r.get::<_, i64>(0),
-        )
-        .optional()?;
-    let Some(term) = term else {
-        // Already purged (or never there): nothing to do.
+fn purge_in(conn: &Connection, index: u64, term: u64) -> Result<(), StoreError> {
+    if purged_in(conn)?.is_some_and(|(p, _)| p >= index) {
         return Ok(());
-    };
+    }
     conn.execute("DELETE FROM log WHERE idx <= ?1", params![index as i64])?;
-    set_meta_in(conn, META_PURGED, &encode_pair(index, term as u64))
+    set_meta_in(conn, META_PURGED, &encode_pair(index, term))
 }
 
 fn last_in(conn: &Connection) -> Result<Option<(u64, u64)>, StoreError> {

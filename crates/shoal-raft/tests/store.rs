@@ -75,13 +75,13 @@ fn truncate_and_purge() {
     log.truncate_after(Some(7)).unwrap();
     assert_eq!(log.last().unwrap(), Some((7, 2)));
     log.append(&[rec(8, 5)]).unwrap();
-    log.purge_upto(5).unwrap();
+    log.purge_upto(5, 2).unwrap();
     assert_eq!(log.purged().unwrap(), Some((5, 2)));
     assert_eq!(
         log.entries(0..=100).unwrap().first().map(|r| r.index),
         Some(6)
     );
-    log.purge_upto(8).unwrap();
+    log.purge_upto(8, 5).unwrap();
     assert_eq!(log.entries(0..=100).unwrap(), vec![]);
     assert_eq!(
         log.last().unwrap(),
@@ -160,8 +160,9 @@ proptest! {
                     model.retain(|(idx, _)| *idx <= i);
                 }
                 Op::Purge(i) => {
+                    // Raft purges only what a snapshot covers: entries it has seen.
                     if let Some(&(idx, term)) = model.iter().find(|(idx, _)| *idx == i) {
-                        log.purge_upto(i).unwrap();
+                        log.purge_upto(i, term).unwrap();
                         model.retain(|(x, _)| *x > i);
                         purged = Some((idx, term));
                     }

@@ -148,7 +148,7 @@ impl RaftLogStorage<C> for LogStore {
         // Remember the purged entry's full log id (openraft needs its leader id back).
         let id = encode(&log_id)?;
         self.lock()
-            .purge_upto_with_id(log_id.index, &id)
+            .purge_upto_with_id(log_id.index, log_id.leader_id.term, &id)
             .map_err(io_error)
     }
 }
