@@ -1,49 +1,33 @@
-//! Three Raft replicas in one process, each with its own SQLite log and shoal's state
-//! machine, over the in-process network: they elect a leader, replicate KV writes, and
-//! after the leader is cut off the majority elects another and keeps committing; the
-//! cut-off node catches up once reconnected.
+//! Three Raft replicas in one process through shoal's own `RaftGroup` interface, each
+//! with its own SQLite log and shoal's state machine, over the in-process network.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
-use openraft::{BasicNode, Config, Raft, async_runtime::WatchReceiver};
 use shoal_raft::{
     SqliteLog,
     group::{
-        ShoalRaft,
-        log_store::LogStore,
+        GroupError, RaftGroup, RaftTiming,
         network::{Router, RouterFactory},
-        state_machine::StateMachine,
     },
 };
-use shoal_state::{Command, KvCommand, Request, Response};
+use shoal_state::{ClientTag, Command, KvCommand, KvResponse, Request, Response};
 
-type Node = (Raft<ShoalRaft, StateMachine>, StateMachine);
-
-async fn start(router: &Router, id: u64) -> Node {
-    let config = Config {
-        heartbeat_interval: 50,
-        election_timeout_min: 250,
-        election_timeout_max: 500,
-        enable_pre_vote: Some(true),
-        ..Default::default()
-    };
-    let config = Arc::new(config.validate().unwrap());
-    let log = LogStore::new(SqliteLog::open_in_memory().unwrap());
-    let sm = StateMachine::default();
+async fn start(router: &Router, id: u64) -> RaftGroup {
     let network = RouterFactory {
         from: id,
         router: router.clone(),
     };
-    let raft = Raft::new(id, config, network, log, sm.clone())
+    let log = SqliteLog::open_in_memory().unwrap();
+    let group = RaftGroup::start(id, RaftTiming::LOCAL, log, network)
         .await
         .unwrap();
-    router.add(id, raft.clone());
-    (raft, sm)
+    router.add(&group);
+    group
 }
 
-fn put(key: &str, value: &str) -> Request {
+fn put(key: &str, value: &str, tag: Option<ClientTag>) -> Request {
     Request {
-        client: None,
+        client: tag,
         command: Command::Kv(KvCommand::Put {
             key: key.into(),
             value: value.as_bytes().to_vec(),
@@ -51,15 +35,12 @@ fn put(key: &str, value: &str) -> Request {
     }
 }
 
-async fn leader_among(nodes: &BTreeMap<u64, Node>, except: Option<u64>) -> u64 {
+/// Polls until one of `groups` (other than `except`) is leader in every live view.
+async fn leader_among(groups: &BTreeMap<u64, RaftGroup>, except: Option<u64>) -> u64 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        for (id, (raft, _)) in nodes {
-            if Some(*id) == except {
-                continue;
-            }
-            let m = raft.metrics().borrow_watched().clone();
-            if m.current_leader == Some(*id) {
+        for (id, g) in groups {
+            if Some(*id) != except && g.status().role == "leader" {
                 return *id;
             }
         }
@@ -71,14 +52,14 @@ async fn leader_among(nodes: &BTreeMap<u64, Node>, except: Option<u64>) -> u64 {
     }
 }
 
-async fn all_have(nodes: &BTreeMap<u64, Node>, ids: &[u64], key: &str, value: &str) {
+async fn all_have(groups: &BTreeMap<u64, RaftGroup>, ids: &[u64], key: &str, value: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let want = Some(value.as_bytes().to_vec());
     loop {
-        let done = ids.iter().all(|id| {
-            nodes[id].1.read(|s| s.kv.get(key).map(|e| e.value.clone()))
-                == Some(value.as_bytes().to_vec())
-        });
-        if done {
+        if ids
+            .iter()
+            .all(|id| groups[id].read(|s| s.kv.get(key).map(|e| e.value.clone())) == want)
+        {
             return;
         }
         assert!(
@@ -89,48 +70,68 @@ async fn all_have(nodes: &BTreeMap<u64, Node>, ids: &[u64], key: &str, value: &s
     }
 }
 
+/// Elect, replicate, refuse writes on followers, apply a retried write once, fail over
+/// when the leader is cut off, and let the old leader catch up when it returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_elect_replicate_and_fail_over() {
     let router = Router::default();
-    let mut nodes = BTreeMap::new();
+    let mut groups = BTreeMap::new();
     for id in 1..=3 {
-        nodes.insert(id, start(&router, id).await);
+        groups.insert(id, start(&router, id).await);
     }
-    let members: BTreeMap<u64, BasicNode> = (1..=3)
-        .map(|id| (id, BasicNode::new(format!("n{id}"))))
-        .collect();
-    nodes[&1].0.initialize(members).await.unwrap();
+    let voters = (1..=3).map(|id| (id, format!("n{id}"))).collect();
+    groups[&1].initialize(voters).await.unwrap();
+    let leader = leader_among(&groups, None).await;
+    let tag = Some(ClientTag {
+        client_id: 9,
+        seq: 1,
+    });
+    let first = groups[&leader].propose(put("a", "1", tag)).await.unwrap();
+    assert!(matches!(
+        first.response,
+        Response::Kv(Ok(KvResponse::Put { revision: 1, .. }))
+    ));
+    // The client retries (it never heard back): applied once, same answer.
+    let retry = groups[&leader].propose(put("a", "1", tag)).await.unwrap();
+    assert_eq!(retry.response, first.response);
+    assert!(retry.index > first.index, "the retry is a new log entry");
+    all_have(&groups, &[1, 2, 3], "a", "1").await;
+    assert_eq!(groups[&leader].read(|s| s.kv.revision()), 1);
 
-    let leader = leader_among(&nodes, None).await;
-    let written = nodes[&leader].0.client_write(put("a", "1")).await.unwrap();
-    assert!(
-        matches!(written.response(), Response::Kv(Ok(_))),
-        "{:?}",
-        written.response()
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let refused = groups[&follower].propose(put("x", "y", None)).await;
+    assert_eq!(
+        refused,
+        Err(GroupError::NotLeader {
+            leader: Some(leader)
+        })
     );
-    all_have(&nodes, &[1, 2, 3], "a", "1").await;
+    groups[&leader].read_linearizable().await.unwrap();
+    assert_eq!(groups[&follower].leader().map(|l| l.0), Some(leader));
+    assert_eq!(groups[&leader].status().voters, vec![1, 2, 3]);
 
     // Cut the leader off: the other two elect a new leader and keep committing.
     router.set_cut(leader, true);
-    let next = leader_among(&nodes, Some(leader)).await;
+    let next = leader_among(&groups, Some(leader)).await;
     assert_ne!(next, leader);
-    nodes[&next].0.client_write(put("b", "2")).await.unwrap();
+    groups[&next].propose(put("b", "2", None)).await.unwrap();
     let majority: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
-    all_have(&nodes, &majority, "b", "2").await;
+    all_have(&groups, &majority, "b", "2").await;
     assert!(
-        nodes[&leader].1.read(|s| s.kv.get("b").is_none()),
+        groups[&leader].read(|s| s.kv.get("b").is_none()),
         "the cut-off node cannot have applied a write it never received"
     );
+    assert!(
+        groups[&next].status().term > groups[&leader].status().term
+            || groups[&leader].status().role != "leader"
+    );
 
-    // Reconnected, the old leader catches up.
+    // Reconnected, the old leader catches up and the replicas agree.
     router.set_cut(leader, false);
-    all_have(&nodes, &[1, 2, 3], "b", "2").await;
-    let states: Vec<_> = nodes
-        .values()
-        .map(|(_, sm)| sm.read(|s| s.kv.clone()))
-        .collect();
+    all_have(&groups, &[1, 2, 3], "b", "2").await;
+    let states: Vec<_> = groups.values().map(|g| g.read(|s| s.kv.clone())).collect();
     assert!(states.windows(2).all(|w| w[0] == w[1]), "replicas agree");
-    for (raft, _) in nodes.values() {
-        raft.shutdown().await.unwrap();
+    for g in groups.values() {
+        g.shutdown().await;
     }
 }

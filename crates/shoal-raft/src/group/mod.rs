@@ -1,11 +1,12 @@
 //! The openraft wiring: type config, log storage over [`SqliteLog`](crate::SqliteLog),
 //! the state machine over [`shoal_state::State`], and the network.
 //!
-//! Nothing outside this crate names openraft types: callers use [`RaftGroup`]
-//! (next step) with shoal's own commands and responses.
+//! Nothing outside this crate names openraft types: callers use
+//! [`RaftGroup`](raft_group::RaftGroup) with shoal's own requests and responses.
 
 pub mod log_store;
 pub mod network;
+pub mod raft_group;
 pub mod state_machine;
 
 /// A snapshot in flight: the encoded state.
@@ -27,3 +28,5 @@ pub(crate) fn invalid_data(e: impl std::fmt::Display) -> std::io::Error {
 pub(crate) fn io_error(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
+
+pub use raft_group::{Applied, GroupError, GroupStatus, RaftGroup, RaftTiming};

@@ -39,8 +39,14 @@ impl std::fmt::Debug for Router {
 }
 
 impl Router {
-    pub fn add(&self, id: u64, raft: Raft<C, super::state_machine::StateMachine>) {
-        self.lock().nodes.insert(id, raft);
+    /// Makes `group` reachable under its id.
+    pub fn add(&self, group: &super::RaftGroup) {
+        self.lock().nodes.insert(group.id(), group.raft().clone());
+    }
+
+    /// Takes a member off the network (it crashed).
+    pub fn remove(&self, id: u64) {
+        self.lock().nodes.remove(&id);
     }
 
     /// Cuts `id` off from everyone (both directions) or reconnects it.
