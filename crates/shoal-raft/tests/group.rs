@@ -112,9 +112,17 @@ async fn three_replicas_elect_replicate_and_fail_over() {
 
     // Cut the leader off: the other two elect a new leader and keep committing.
     router.set_cut(leader, true);
-    let next = leader_among(&groups, Some(leader)).await;
+    // Leadership may still settle (a pre-vote race): retry like a client would.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let next = loop {
+        let next = leader_among(&groups, Some(leader)).await;
+        match groups[&next].propose(put("b", "2", None)).await {
+            Ok(_) => break next,
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "no commit: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_ne!(next, leader);
-    groups[&next].propose(put("b", "2", None)).await.unwrap();
     let majority: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
     all_have(&groups, &majority, "b", "2").await;
     assert!(

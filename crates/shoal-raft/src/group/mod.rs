@@ -4,6 +4,7 @@
 //! Nothing outside this crate names openraft types: callers use
 //! [`RaftGroup`](raft_group::RaftGroup) with shoal's own requests and responses.
 
+pub mod grpc;
 pub mod log_store;
 pub mod network;
 pub mod raft_group;

@@ -29,7 +29,7 @@ impl RaftTiming {
 }
 
 /// Why a proposal or an operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum GroupError {
     /// This node is not the leader; `leader` is who is, if known. Nothing was written.
     #[error("not the leader (leader: {leader:?})")]

@@ -1,0 +1,377 @@
+//! Raft over gRPC: the `shoal.v1.Raft` service (server side) and the network factory
+//! openraft uses to reach peers (client side).
+//!
+//! Every message carries the group name and the cluster id; a node of another cluster
+//! or group is refused (PERMISSION_DENIED / NOT_FOUND) before anything is decoded. The
+//! payload is the postcard encoding of openraft's message, versioned by `version`.
+//! Each peer client sits behind one circuit breaker (shoal-client's).
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use openraft::{
+    BasicNode,
+    alias::{SnapshotOf, VoteOf},
+    errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable},
+    network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2},
+    raft::{
+        AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+use shoal_client::{BreakerConfig, BreakerState, CircuitBreaker};
+use shoal_proto::{
+    GRPC_MESSAGE_BYTES_MAX,
+    v1::{
+        RaftMessage, SnapshotChunk,
+        raft_client::RaftClient,
+        raft_server::{Raft as RaftRpc, RaftServer},
+    },
+};
+use tokio_stream_compat::StreamExt;
+use tonic::{Request, Response, Status, Streaming, transport::Channel};
+
+use super::{GroupError, RaftGroup, ShoalRaft, SnapshotData};
+
+type C = ShoalRaft;
+
+/// Encoding version of the payloads.
+pub const PAYLOAD_VERSION: u32 = 1;
+/// Snapshot bytes per streamed chunk.
+const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+mod tokio_stream_compat {
+    pub use futures_util::StreamExt;
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, Status> {
+    postcard::to_allocvec(v).map_err(|e| Status::internal(format!("encode: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, Status> {
+    postcard::from_bytes(b)
+        .map_err(|e| Status::invalid_argument(format!("payload: does not decode: {e}")))
+}
+
+/// Who we are, checked on every message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub cluster_id: String,
+    pub group: String,
+}
+
+impl Identity {
+    fn message(&self, payload: Vec<u8>) -> RaftMessage {
+        RaftMessage {
+            group: self.group.clone(),
+            cluster_id: self.cluster_id.clone(),
+            version: PAYLOAD_VERSION,
+            payload,
+        }
+    }
+
+    fn check(&self, cluster_id: &str, group: &str) -> Result<(), Status> {
+        if cluster_id != self.cluster_id {
+            return Err(Status::permission_denied(
+                "cluster_id: this node belongs to another cluster",
+            ));
+        }
+        if group != self.group {
+            return Err(Status::not_found(format!(
+                "group: `{group}` is not served here"
+            )));
+        }
+        Ok(())
+    }
+
+    fn open<T: DeserializeOwned>(&self, m: &RaftMessage) -> Result<T, Status> {
+        self.check(&m.cluster_id, &m.group)?;
+        if m.version != PAYLOAD_VERSION {
+            return Err(Status::invalid_argument(format!(
+                "version: {} is not understood; this node speaks {PAYLOAD_VERSION}",
+                m.version
+            )));
+        }
+        decode(&m.payload)
+    }
+}
+
+/// The server side: hands each RPC to the local group.
+pub struct RaftService {
+    group: RaftGroup,
+    me: Identity,
+}
+
+/// The gRPC service for `group`, with explicit message size limits.
+pub fn service(group: RaftGroup, me: Identity) -> RaftServer<RaftService> {
+    RaftServer::new(RaftService { group, me })
+        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+}
+
+fn raft_status(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("raft: {e}"))
+}
+
+/// What a forwarded proposal returns.
+pub type ProposeOutcome = Result<(u64, u64, shoal_state::Response), GroupError>;
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn vote(&self, r: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let req: VoteRequest<C> = self.me.open(r.get_ref())?;
+        let resp = self.group.raft().vote(req).await.map_err(raft_status)?;
+        Ok(Response::new(self.me.message(encode(&resp)?)))
+    }
+
+    async fn pre_vote(&self, r: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let req: VoteRequest<C> = self.me.open(r.get_ref())?;
+        let resp = self.group.raft().pre_vote(req).await.map_err(raft_status)?;
+        Ok(Response::new(self.me.message(encode(&resp)?)))
+    }
+
+    async fn append_entries(
+        &self,
+        r: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let req: AppendEntriesRequest<C> = self.me.open(r.get_ref())?;
+        let resp = self
+            .group
+            .raft()
+            .append_entries(req)
+            .await
+            .map_err(raft_status)?;
+        Ok(Response::new(self.me.message(encode(&resp)?)))
+    }
+
+    async fn install_snapshot(
+        &self,
+        r: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let mut stream = r.into_inner();
+        let mut head: Option<(VoteOf<C>, openraft::alias::SnapshotMetaOf<C>)> = None;
+        let mut data = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            self.me.check(&chunk.cluster_id, &chunk.group)?;
+            if head.is_none() {
+                head = Some(decode(&chunk.meta)?);
+            }
+            data.extend_from_slice(&chunk.data);
+            if chunk.done {
+                break;
+            }
+        }
+        let (vote, meta) =
+            head.ok_or_else(|| Status::invalid_argument("meta: the first chunk must carry it"))?;
+        let snapshot = SnapshotOf::<C, SnapshotData> {
+            meta,
+            snapshot: std::io::Cursor::new(data),
+        };
+        let resp = self
+            .group
+            .raft()
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(raft_status)?;
+        Ok(Response::new(self.me.message(encode(&resp)?)))
+    }
+
+    async fn propose(&self, r: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let req: shoal_state::Request = self.me.open(r.get_ref())?;
+        let outcome: ProposeOutcome = self
+            .group
+            .propose(req)
+            .await
+            .map(|a| (a.index.0, a.term, a.response));
+        Ok(Response::new(self.me.message(encode(&outcome)?)))
+    }
+}
+
+/// Creates a client per peer; all share this node's identity.
+#[derive(Clone, Debug)]
+pub struct GrpcNetwork {
+    pub me: Identity,
+    pub breaker: BreakerConfig,
+    epoch: Instant,
+}
+
+impl GrpcNetwork {
+    pub fn new(me: Identity, breaker: BreakerConfig) -> Self {
+        Self {
+            me,
+            breaker,
+            epoch: Instant::now(),
+        }
+    }
+}
+
+/// One peer: a lazily connected channel behind a circuit breaker.
+pub struct GrpcPeer {
+    client: Option<RaftClient<Channel>>,
+    me: Identity,
+    target: u64,
+    breaker: Arc<Mutex<CircuitBreaker>>,
+    epoch: Instant,
+}
+
+impl GrpcPeer {
+    /// Breaker state (for metrics and /v1/quorum).
+    pub fn breaker_state(&self) -> BreakerState {
+        let now = self.epoch.elapsed();
+        self.breaker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .state(now)
+    }
+
+    fn admit(&self) -> Result<RaftClient<Channel>, Unreachable<C>> {
+        let now = self.epoch.elapsed();
+        let mut breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        breaker
+            .allow(now)
+            .map_err(|e| Unreachable::from_string(format!("peer {}: {e}", self.target)))?;
+        self.client
+            .clone()
+            .ok_or_else(|| Unreachable::from_string(format!("peer {}: bad address", self.target)))
+    }
+
+    fn record(&self, ok: bool) {
+        let now = self.epoch.elapsed();
+        let mut breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            breaker.record_success(now);
+        } else {
+            breaker.record_failure(now);
+        }
+    }
+
+    async fn unary<Req, Resp, F, Fut>(
+        &mut self,
+        req: &Req,
+        ttl: Duration,
+        call: F,
+    ) -> Result<Resp, RPCError<C>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        F: FnOnce(RaftClient<Channel>, Request<RaftMessage>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<RaftMessage>, Status>>,
+    {
+        let client = self.admit().map_err(RPCError::Unreachable)?;
+        let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
+        let mut request = Request::new(self.me.message(payload));
+        request.set_timeout(ttl);
+        let result = call(client, request).await;
+        self.record(result.is_ok());
+        let reply =
+            result.map_err(|s| RPCError::Unreachable(Unreachable::from_string(s.to_string())))?;
+        decode(&reply.get_ref().payload)
+            .map_err(|e| RPCError::Network(NetworkError::from_string(e)))
+    }
+}
+
+impl RaftNetworkFactory<C> for GrpcNetwork {
+    type Network = GrpcPeer;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> GrpcPeer {
+        let client = Channel::from_shared(format!("http://{}", node.addr))
+            .ok()
+            .map(|e| e.connect_timeout(Duration::from_millis(500)).connect_lazy())
+            .map(|ch| {
+                RaftClient::new(ch)
+                    .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+                    .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+            });
+        GrpcPeer {
+            client,
+            me: self.me.clone(),
+            target,
+            breaker: Arc::new(Mutex::new(CircuitBreaker::new(self.breaker))),
+            epoch: self.epoch,
+        }
+    }
+}
+
+impl RaftNetworkV2<C> for GrpcPeer {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        self.unary(&rpc, option.soft_ttl(), |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.unary(&rpc, option.soft_ttl(), |mut c, r| async move {
+            c.vote(r).await
+        })
+        .await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.unary(&rpc, option.soft_ttl(), |mut c, r| async move {
+            c.pre_vote(r).await
+        })
+        .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<C>,
+        snapshot: SnapshotOf<C, SnapshotData>,
+        _cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let mut client = self.admit().map_err(StreamingError::Unreachable)?;
+        let head = encode(&(vote, snapshot.meta.clone()))
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
+        let data = snapshot.snapshot.into_inner();
+        let mut chunks: Vec<SnapshotChunk> = data
+            .chunks(SNAPSHOT_CHUNK_BYTES)
+            .map(|d| SnapshotChunk {
+                group: self.me.group.clone(),
+                cluster_id: self.me.cluster_id.clone(),
+                meta: Vec::new(),
+                data: d.to_vec(),
+                done: false,
+            })
+            .collect();
+        if chunks.is_empty() {
+            chunks.push(SnapshotChunk {
+                group: self.me.group.clone(),
+                cluster_id: self.me.cluster_id.clone(),
+                meta: Vec::new(),
+                data: Vec::new(),
+                done: false,
+            });
+        }
+        chunks[0].meta = head;
+        if let Some(last) = chunks.last_mut() {
+            last.done = true;
+        }
+        let mut request = Request::new(futures_util::stream::iter(chunks));
+        request.set_timeout(option.hard_ttl());
+        let result = client.install_snapshot(request).await;
+        self.record(result.is_ok());
+        let reply = result
+            .map_err(|s| StreamingError::Unreachable(Unreachable::from_string(s.to_string())))?;
+        decode(&reply.get_ref().payload)
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))
+    }
+}
