@@ -24,16 +24,25 @@ use axum::{
 use futures_util::Stream;
 use serde::Serialize;
 use shoal_membership::{MembershipEvent, MembershipHandle};
+use shoal_raft::group::RaftGroup;
 use shoal_types::limits::TAG_VALUE_BYTES_MAX;
 use tokio_stream::StreamExt;
 
 use crate::{
-    metrics,
+    consensus, metrics,
     status::{member_row, status_doc, unix_ms},
 };
 
-/// The admin API over one node's membership.
-pub fn router(membership: MembershipHandle) -> Router {
+/// What the admin handlers read: membership, and the Raft group on managers.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub membership: MembershipHandle,
+    pub raft: Option<RaftGroup>,
+    pub dc: String,
+}
+
+/// The admin API over one node.
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/members", get(members))
@@ -41,7 +50,7 @@ pub fn router(membership: MembershipHandle) -> Router {
         .route("/v1/tags/{key}", put(set_tag).delete(remove_tag))
         .route("/metrics", get(prometheus))
         .fallback(not_found)
-        .with_state(membership)
+        .with_state(state)
 }
 
 #[derive(Serialize)]
@@ -66,11 +75,17 @@ async fn not_found() -> Response {
     )
 }
 
-async fn status(State(m): State<MembershipHandle>) -> Response {
-    Json(status_doc(&m.snapshot(), unix_ms())).into_response()
+async fn status(State(s): State<AppState>) -> Response {
+    let snap = s.membership.snapshot();
+    let mut doc = status_doc(&snap, unix_ms());
+    doc.raft = s
+        .raft
+        .as_ref()
+        .map(|g| consensus::status_section(g, &snap, &s.dc));
+    Json(doc).into_response()
 }
 
-async fn members(State(m): State<MembershipHandle>) -> Response {
+async fn members(State(AppState { membership: m, .. }): State<AppState>) -> Response {
     let now = unix_ms();
     let rows: Vec<_> = m
         .snapshot()
@@ -81,7 +96,7 @@ async fn members(State(m): State<MembershipHandle>) -> Response {
     Json(rows).into_response()
 }
 
-async fn prometheus(State(m): State<MembershipHandle>) -> Response {
+async fn prometheus(State(AppState { membership: m, .. }): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         metrics::render(&m.snapshot()),
@@ -98,7 +113,7 @@ struct WireEvent<'a> {
 }
 
 async fn events(
-    State(m): State<MembershipHandle>,
+    State(AppState { membership: m, .. }): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let stream = m.events().map(|e| {
         let body = WireEvent {
@@ -115,7 +130,7 @@ async fn events(
 }
 
 async fn set_tag(
-    State(m): State<MembershipHandle>,
+    State(AppState { membership: m, .. }): State<AppState>,
     Path(key): Path<String>,
     body: String,
 ) -> Response {
@@ -131,7 +146,10 @@ async fn set_tag(
     }
 }
 
-async fn remove_tag(State(m): State<MembershipHandle>, Path(key): Path<String>) -> Response {
+async fn remove_tag(
+    State(AppState { membership: m, .. }): State<AppState>,
+    Path(key): Path<String>,
+) -> Response {
     match m.remove_tag(&key).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => error(

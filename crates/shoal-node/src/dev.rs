@@ -222,6 +222,9 @@ impl DevCluster {
             .args(["--listen", &node.tcp.to_string(), "--profile", "local"])
             .arg("--data-dir")
             .arg(&node.data_dir);
+        if node.role == Role::Manager {
+            cmd.args(["--bootstrap-expect", &self.plan.managers.min(9).to_string()]);
+        }
         let seeds = self.plan.seeds_for(&node);
         if !seeds.is_empty() {
             cmd.args(["--seeds", &seeds.join(",")]);

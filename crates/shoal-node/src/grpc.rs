@@ -7,12 +7,17 @@ use std::pin::Pin;
 
 use futures_util::Stream;
 use shoal_membership::{MemberInfo, MembershipEvent as Event, MembershipHandle};
+use shoal_proto::v1::raft_server::RaftServer;
 use shoal_proto::{
     GRPC_MESSAGE_BYTES_MAX,
     v1::{
         Member, MembersRequest, MembersResponse, MembershipEvent, WatchEventsRequest,
         cluster_server::{Cluster, ClusterServer},
     },
+};
+use shoal_raft::group::{
+    RaftGroup,
+    grpc::{Identity, RaftService},
 };
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, server::NamedService};
@@ -22,11 +27,19 @@ use crate::status::unix_ms;
 /// The gRPC routes every node serves, one path prefix per service (`/shoal.v1.Cluster/…`).
 /// They carry no fallback of their own, so they merge into the admin router, whose
 /// fallback answers unknown HTTP paths with a JSON 404.
-pub fn routes(membership: MembershipHandle) -> axum::Router {
+pub fn routes(membership: MembershipHandle, raft: Option<(RaftGroup, Identity)>) -> axum::Router {
     let cluster = ClusterServer::new(ClusterService { membership })
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
-    axum::Router::new().route_service(&service_path::<ClusterServer<ClusterService>>(), cluster)
+    let router = axum::Router::new()
+        .route_service(&service_path::<ClusterServer<ClusterService>>(), cluster);
+    match raft {
+        Some((group, me)) => {
+            let svc = shoal_raft::group::grpc::service(group, me);
+            router.route_service(&service_path::<RaftServer<RaftService>>(), svc)
+        }
+        None => router,
+    }
 }
 
 fn service_path<S: NamedService>() -> String {

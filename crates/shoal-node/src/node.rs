@@ -13,7 +13,7 @@ use shoal_membership::{
 use shoal_types::{Lifecycle, NodeConfig, NodeMeta, VERSION};
 use tokio::task::JoinHandle;
 
-use crate::{admin, grpc, status::unix_ms};
+use crate::{admin, consensus, grpc, status::unix_ms};
 
 /// Why a node could not start. Nothing is left bound when this is returned.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,8 @@ pub enum NodeError {
     NoPortPair(std::net::IpAddr, u32),
     #[error("membership: {0}")]
     Membership(#[from] shoal_membership::CoreError),
+    #[error("{0}")]
+    Consensus(#[from] consensus::ConsensusError),
 }
 
 /// A node that is up: its addresses and a way to stop it.
@@ -133,7 +135,17 @@ impl Node {
         let listener = tokio::net::TcpListener::from_std(tcp).map_err(|e| bind_err("TCP", e))?;
         // gRPC and the admin HTTP routes share the port: one hyper server, HTTP/1.1 and
         // HTTP/2 (gRPC) negotiated per connection.
-        let app = admin::router(membership.clone()).merge(grpc::routes(membership.clone()));
+        let raft = consensus::start(&config).await?;
+        if let Some(group) = &raft {
+            consensus::spawn_duties(&config, group.clone(), membership.clone());
+        }
+        let state = admin::AppState {
+            membership: membership.clone(),
+            raft: raft.clone(),
+            dc: config.dc.clone(),
+        };
+        let raft_service = raft.clone().map(|g| (g, consensus::identity(&config)));
+        let app = admin::router(state).merge(grpc::routes(membership.clone(), raft_service));
         let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let http = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {

@@ -29,7 +29,11 @@ pub fn member_row(m: &MemberInfo, now_ms: u64) -> MemberRow {
             .started_unix_ms
             .filter(|_| matches!(m.state, MemberState::Alive | MemberState::Suspect))
             .map(|s| round1(now_ms.saturating_sub(s) as f64 / 1000.0)),
-        leader: m.leader_hint.clone(),
+        // A failed or departed member's last belief about the leader is stale.
+        leader: m
+            .leader_hint
+            .clone()
+            .filter(|_| matches!(m.state, MemberState::Alive | MemberState::Suspect)),
         lifecycle: m.lifecycle.map(|l| l.to_string()),
         cores: m.cores,
         version: m.version.clone(),

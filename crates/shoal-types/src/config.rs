@@ -307,6 +307,10 @@ pub struct PartialConfig {
     pub dc: Option<String>,
     pub tags: Option<BTreeMap<String, String>>,
     pub cores: Option<u32>,
+    /// Managers: form the Raft group once this many managers of the DC have met.
+    pub bootstrap_expect: Option<u32>,
+    /// Nodes of different cluster ids never talk Raft to each other.
+    pub cluster_id: Option<String>,
     #[serde(default)]
     pub gossip: PartialTiming,
 }
@@ -328,7 +332,7 @@ impl PartialConfig {
     /// Layers `over` on top of `self`: every key `over` sets wins.
     pub fn merge(mut self, over: &PartialConfig) -> Self {
         layer_fields!(self, over; id, role, listen, seeds, profile, data_dir, cluster_key, dc,
-            tags, cores);
+            tags, cores, bootstrap_expect, cluster_id);
         self.gossip.merge(&over.gossip);
         self
     }
@@ -354,7 +358,36 @@ pub struct NodeConfig {
     pub tags: BTreeMap<String, String>,
     pub cores: u32,
     pub timing: GossipTiming,
+    pub raft: RaftTimingConfig,
+    pub bootstrap_expect: Option<u32>,
+    pub cluster_id: String,
 }
+
+/// Raft timing per profile (DESIGN §Timing profiles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftTimingConfig {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+}
+
+impl RaftTimingConfig {
+    pub fn for_profile(profile: Profile) -> Self {
+        let (heartbeat_ms, election_min_ms, election_max_ms) = match profile {
+            Profile::Local => (50, 250, 500),
+            Profile::Lan => (100, 1_000, 2_000),
+            Profile::Wan => (300, 3_000, 6_000),
+        };
+        Self {
+            heartbeat_ms,
+            election_min_ms,
+            election_max_ms,
+        }
+    }
+}
+
+/// Largest `bootstrap_expect`: Raft groups beyond 9 voters only get slower.
+pub const BOOTSTRAP_EXPECT_MAX: u32 = 9;
 
 impl NodeConfig {
     /// Fills unset keys from the profile and checks every rule.
@@ -397,6 +430,22 @@ impl NodeConfig {
         let data_dir = layer
             .data_dir
             .unwrap_or_else(|| PathBuf::from(".shoal").join(id.as_str()));
+        if let Some(n) = layer.bootstrap_expect {
+            if role != Role::Manager {
+                return Err(ConfigError::new(
+                    "bootstrap_expect",
+                    "only managers form the Raft group; drop it for gates and workers",
+                ));
+            }
+            if !(1..=BOOTSTRAP_EXPECT_MAX).contains(&n) {
+                return Err(ConfigError::new(
+                    "bootstrap_expect",
+                    format!("must be 1..={BOOTSTRAP_EXPECT_MAX}"),
+                ));
+            }
+        }
+        let cluster_id = layer.cluster_id.unwrap_or_else(|| "shoal".into());
+        validate_name(&cluster_id).map_err(|e| ConfigError::new("cluster_id", e.to_string()))?;
         Ok(Self {
             id,
             role,
@@ -409,6 +458,9 @@ impl NodeConfig {
             tags,
             cores,
             timing,
+            raft: RaftTimingConfig::for_profile(profile),
+            bootstrap_expect: layer.bootstrap_expect,
+            cluster_id,
         })
     }
 }
@@ -560,6 +612,31 @@ mod tests {
             ..base()
         });
         assert!(e.contains("at most 65534"), "{e}");
+    }
+
+    #[test]
+    fn bootstrap_expect_is_for_managers() {
+        let ok = NodeConfig::resolve(PartialConfig {
+            bootstrap_expect: Some(3),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(ok.bootstrap_expect, Some(3));
+        assert_eq!(ok.cluster_id, "shoal");
+        let e = err(PartialConfig {
+            role: Some("worker".into()),
+            bootstrap_expect: Some(3),
+            ..base()
+        });
+        assert!(
+            e.starts_with("invalid config: bootstrap_expect: only managers"),
+            "{e}"
+        );
+        let e = err(PartialConfig {
+            bootstrap_expect: Some(0),
+            ..base()
+        });
+        assert_eq!(e, "invalid config: bootstrap_expect: must be 1..=9");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod limits;
 pub mod meta;
 pub mod status;
 
-pub use config::{ConfigError, GossipTiming, NodeConfig, PartialConfig, Profile};
+pub use config::{ConfigError, GossipTiming, NodeConfig, PartialConfig, Profile, RaftTimingConfig};
 pub use ids::{InvalidName, NodeId, Role, validate_name};
 pub use meta::{Lifecycle, MemberState, NodeMeta};
 

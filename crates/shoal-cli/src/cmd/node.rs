@@ -43,6 +43,13 @@ pub struct NodeArgs {
     /// CPU cores this node offers (workers).
     #[arg(long, env = "SHOAL_CORES")]
     cores: Option<u32>,
+    /// Managers: form the Raft group once this many managers of the DC have met (the
+    /// lowest id initializes it, once).
+    #[arg(long, env = "SHOAL_BOOTSTRAP_EXPECT")]
+    bootstrap_expect: Option<u32>,
+    /// Cluster id; Raft messages from another cluster id are refused.
+    #[arg(long, env = "SHOAL_CLUSTER_ID")]
+    cluster_id: Option<String>,
     /// A TOML config file with the same keys (and a [gossip] table for timing).
     #[arg(long, env = "SHOAL_CONFIG")]
     config: Option<PathBuf>,
@@ -62,6 +69,8 @@ impl NodeArgs {
             tags: (!self.tags.is_empty())
                 .then(|| self.tags.iter().cloned().collect::<BTreeMap<_, _>>()),
             cores: self.cores,
+            bootstrap_expect: self.bootstrap_expect,
+            cluster_id: self.cluster_id.clone(),
             gossip: Default::default(),
         }
     }
