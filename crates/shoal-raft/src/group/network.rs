@@ -106,6 +106,19 @@ impl RaftNetworkFactory<C> for RouterFactory {
     }
 }
 
+impl RouterClient {
+    fn peer(&self) -> Result<Raft<C, super::state_machine::StateMachine>, RPCError<C>> {
+        self.router
+            .target(self.from, self.to)
+            .map_err(RPCError::Unreachable)
+    }
+}
+
+/// A call that reached the peer's Raft but failed there (it is shutting down).
+fn lost(e: impl std::fmt::Display) -> RPCError<C> {
+    RPCError::Unreachable(Unreachable::from_string(e.to_string()))
+}
+
 impl RaftNetworkV2<C> for RouterClient {
     type SnapshotData = SnapshotData;
 
@@ -114,13 +127,7 @@ impl RaftNetworkV2<C> for RouterClient {
         rpc: AppendEntriesRequest<C>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
-        let raft = self
-            .router
-            .target(self.from, self.to)
-            .map_err(RPCError::Unreachable)?;
-        raft.append_entries(rpc)
-            .await
-            .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e.to_string())))
+        self.peer()?.append_entries(rpc).await.map_err(lost)
     }
 
     async fn vote(
@@ -128,13 +135,7 @@ impl RaftNetworkV2<C> for RouterClient {
         rpc: VoteRequest<C>,
         _option: RPCOption,
     ) -> Result<VoteResponse<C>, RPCError<C>> {
-        let raft = self
-            .router
-            .target(self.from, self.to)
-            .map_err(RPCError::Unreachable)?;
-        raft.vote(rpc)
-            .await
-            .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e.to_string())))
+        self.peer()?.vote(rpc).await.map_err(lost)
     }
 
     async fn pre_vote(
@@ -142,13 +143,7 @@ impl RaftNetworkV2<C> for RouterClient {
         rpc: VoteRequest<C>,
         _option: RPCOption,
     ) -> Result<VoteResponse<C>, RPCError<C>> {
-        let raft = self
-            .router
-            .target(self.from, self.to)
-            .map_err(RPCError::Unreachable)?;
-        raft.pre_vote(rpc)
-            .await
-            .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e.to_string())))
+        self.peer()?.pre_vote(rpc).await.map_err(lost)
     }
 
     async fn full_snapshot(
