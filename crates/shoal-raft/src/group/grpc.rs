@@ -342,8 +342,14 @@ impl RaftNetworkV2<C> for GrpcPeer {
         let head = encode(&(vote, snapshot.meta.clone()))
             .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
         let data = snapshot.snapshot.into_inner();
-        let mut chunks: Vec<SnapshotChunk> = data
-            .chunks(SNAPSHOT_CHUNK_BYTES)
+        // At least one chunk, so an empty snapshot still carries its meta.
+        let pieces: Vec<&[u8]> = if data.is_empty() {
+            vec![&[]]
+        } else {
+            data.chunks(SNAPSHOT_CHUNK_BYTES).collect()
+        };
+        let mut chunks: Vec<SnapshotChunk> = pieces
+            .into_iter()
             .map(|d| SnapshotChunk {
                 group: self.me.group.clone(),
                 cluster_id: self.me.cluster_id.clone(),
@@ -352,15 +358,6 @@ impl RaftNetworkV2<C> for GrpcPeer {
                 done: false,
             })
             .collect();
-        if chunks.is_empty() {
-            chunks.push(SnapshotChunk {
-                group: self.me.group.clone(),
-                cluster_id: self.me.cluster_id.clone(),
-                meta: Vec::new(),
-                data: Vec::new(),
-                done: false,
-            });
-        }
         chunks[0].meta = head;
         if let Some(last) = chunks.last_mut() {
             last.done = true;
