@@ -243,7 +243,7 @@ impl MembershipCore {
         }
         let first = Duration::from_millis(self.timing.probe_period_ms);
         let cap = Duration::from_millis(self.timing.seed_retry_max_ms);
-        let backoff = self.join_backoff.map_or(first, |b| (b * 2).min(cap));
+        let backoff = shoal_types::backoff::capped_doubling(self.join_backoff, first, cap);
         self.join_backoff = Some(backoff);
         self.timers.schedule(now + backoff, CoreTimer::JoinRetry);
         self.pump(now);

@@ -10,7 +10,7 @@ use std::{
 use shoal_membership::{
     CoreConfig, Lossy, Membership, MembershipConfig, MembershipHandle, UdpTransport,
 };
-use shoal_types::{Lifecycle, NodeConfig, NodeMeta, VERSION};
+use shoal_types::{Lifecycle, NodeConfig, NodeMeta, VERSION, backoff::capped_doubling};
 use tokio::task::JoinHandle;
 
 use crate::{admin, consensus, grpc, status::unix_ms};
@@ -266,10 +266,11 @@ fn keep_resolving(
         return;
     }
     tokio::spawn(async move {
-        let mut wait = Duration::from_millis(500);
+        let mut wait = None;
         while !pending.is_empty() {
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(cap);
+            let next = capped_doubling(wait, Duration::from_millis(500), cap);
+            wait = Some(next);
+            tokio::time::sleep(next).await;
             let (found, still) = resolve_seeds(&pending, me).await;
             pending = still;
             if !found.is_empty() && membership.join(found).await.is_err() {

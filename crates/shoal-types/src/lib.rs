@@ -10,6 +10,7 @@
 //!
 //! Nothing here does IO or reads a clock: these are plain values and their checks.
 
+pub mod backoff;
 pub mod config;
 pub mod ids;
 pub mod limits;
