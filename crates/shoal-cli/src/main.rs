@@ -35,6 +35,8 @@ enum Command {
     Events(cmd::status::EventsArgs),
     /// Set or remove a tag on a running node; the change reaches every member by gossip.
     Tag(cmd::status::TagArgs),
+    /// The replicated key-value store: put, get, del, ls, cas (any manager answers).
+    Kv(cmd::kv::KvArgs),
     /// Print a new random cluster key (64 hex characters) for --cluster-key.
     Keygen,
 }
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
             Command::Status(args) => cmd::status::status(args).await,
             Command::Events(args) => cmd::status::events(args).await,
             Command::Tag(args) => cmd::status::tag(args).await,
+            Command::Kv(args) => cmd::kv::run(args).await,
             Command::Keygen => {
                 println!("{}", cmd::new_key());
                 ExitCode::SUCCESS

@@ -826,6 +826,7 @@ impl MembershipCore {
             version: meta.map(|m| m.build.clone()),
             started_unix_ms: meta.map(|m| m.started_unix_ms),
             leader_hint: meta.and_then(|m| m.leader_hint.clone()),
+            leader_term: meta.map_or(0, |m| m.leader_term),
             cores: meta.map_or(0, |m| m.cores),
             is_self: false,
         })
@@ -851,6 +852,7 @@ impl MembershipCore {
             version: Some(m.build.clone()),
             started_unix_ms: Some(m.started_unix_ms),
             leader_hint: m.leader_hint.clone(),
+            leader_term: m.leader_term,
             cores: m.cores,
             is_self: true,
         }
@@ -951,6 +953,7 @@ mod tests {
             cores: 1,
             load_permille: 0,
             leader_hint: None,
+            leader_term: 0,
             started_unix_ms: 0,
         };
         let config = CoreConfig {

@@ -146,6 +146,7 @@ mod tests {
             cores: 8,
             load_permille: 250,
             leader_hint: Some("m2".into()),
+            leader_term: 3,
             started_unix_ms: 1_700_000_000_000,
         }
     }

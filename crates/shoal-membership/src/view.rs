@@ -24,6 +24,8 @@ pub struct MemberInfo {
     /// Wall-clock start of the member, from its metadata (unix ms).
     pub started_unix_ms: Option<u64>,
     pub leader_hint: Option<String>,
+    /// The term of that leader: of several claims, the highest term is the newest.
+    pub leader_term: u64,
     pub cores: u32,
     pub is_self: bool,
 }

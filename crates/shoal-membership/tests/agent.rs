@@ -27,6 +27,7 @@ fn start(net: &MemNetwork, i: u8, seeds: Vec<SocketAddr>) -> MembershipHandle {
         cores: 2,
         load_permille: 0,
         leader_hint: None,
+        leader_term: 0,
         started_unix_ms: 0,
     };
     let core = CoreConfig {

@@ -11,8 +11,8 @@ use shoal_membership::{MembershipHandle, Snapshot};
 use shoal_raft::{
     SqliteLog,
     group::{
-        RaftGroup, RaftTiming,
-        grpc::{GrpcNetwork, Identity},
+        RaftGroup, RaftTiming, Replica,
+        grpc::{Forwarder, GrpcNetwork, Identity},
     },
 };
 use shoal_types::{MemberState, NodeConfig, Role};
@@ -56,6 +56,18 @@ pub async fn start(config: &NodeConfig) -> Result<Option<RaftGroup>, ConsensusEr
     Ok(Some(group))
 }
 
+/// How long a forwarded call (write or read index) to the leader may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The member as clients use it: forwards to the leader when it is not the leader.
+pub fn replica(config: &NodeConfig, group: RaftGroup) -> Replica {
+    Replica::new(
+        group,
+        Forwarder::new(identity(config), FORWARD_TIMEOUT),
+        FORWARD_TIMEOUT,
+    )
+}
+
 /// The group this node serves: its DC's managers, in its cluster.
 pub fn identity(config: &NodeConfig) -> Identity {
     Identity {
@@ -71,21 +83,26 @@ pub fn spawn_duties(config: &NodeConfig, group: RaftGroup, membership: Membershi
     let dc = config.dc.clone();
     tokio::spawn(async move {
         let mut bootstrapped = expect.is_none();
-        let mut published: Option<String> = None;
+        let mut published: Option<(String, u64)> = None;
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let snap = membership.snapshot();
             if !bootstrapped && let Some(n) = expect {
                 bootstrapped = try_bootstrap(&group, &snap, &me, &dc, n as usize).await;
             }
-            let leader = group
-                .leader()
-                .and_then(|(l, _)| snap.members.iter().find(|m| raft_id(&m.id) == l))
-                .map(|m| m.id.clone());
+            let leader = group.leader().and_then(|(l, term)| {
+                snap.members
+                    .iter()
+                    .find(|m| raft_id(&m.id) == l)
+                    .map(|m| (m.id.clone(), term))
+            });
             if leader != published {
                 let hint = leader.clone();
                 if membership
-                    .update_meta(move |m| m.leader_hint = hint)
+                    .update_meta(move |m| {
+                        m.leader_term = hint.as_ref().map_or(0, |h| h.1);
+                        m.leader_hint = hint.map(|h| h.0);
+                    })
                     .await
                     .is_err()
                 {

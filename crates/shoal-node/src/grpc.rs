@@ -2,11 +2,13 @@
 //!
 //! `Cluster`: membership as this node sees it, and a stream of membership events — the
 //! gRPC twin of `/v1/status` and `/v1/events`, for clients in any language.
+//! Managers add `Raft` (internal, among managers) and `Kv` (the replicated store).
 
 use std::pin::Pin;
 
 use futures_util::Stream;
 use shoal_membership::{MemberInfo, MembershipEvent as Event, MembershipHandle};
+use shoal_proto::v1::kv_server::KvServer;
 use shoal_proto::v1::raft_server::RaftServer;
 use shoal_proto::{
     GRPC_MESSAGE_BYTES_MAX,
@@ -16,7 +18,7 @@ use shoal_proto::{
     },
 };
 use shoal_raft::group::{
-    RaftGroup,
+    Replica,
     grpc::{Identity, RaftService},
 };
 use tokio_stream::StreamExt;
@@ -27,16 +29,19 @@ use crate::status::unix_ms;
 /// The gRPC routes every node serves, one path prefix per service (`/shoal.v1.Cluster/…`).
 /// They carry no fallback of their own, so they merge into the admin router, whose
 /// fallback answers unknown HTTP paths with a JSON 404.
-pub fn routes(membership: MembershipHandle, raft: Option<(RaftGroup, Identity)>) -> axum::Router {
+pub fn routes(membership: MembershipHandle, raft: Option<(Replica, Identity)>) -> axum::Router {
     let cluster = ClusterServer::new(ClusterService { membership })
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
     let router = axum::Router::new()
         .route_service(&service_path::<ClusterServer<ClusterService>>(), cluster);
     match raft {
-        Some((group, me)) => {
-            let svc = shoal_raft::group::grpc::service(group, me);
-            router.route_service(&service_path::<RaftServer<RaftService>>(), svc)
+        Some((replica, me)) => {
+            let raft = shoal_raft::group::grpc::service(replica.group.clone(), me);
+            let kv = crate::kv::service(replica);
+            router
+                .route_service(&service_path::<RaftServer<RaftService>>(), raft)
+                .route_service(&service_path::<KvServer<crate::kv::KvService>>(), kv)
         }
         None => router,
     }

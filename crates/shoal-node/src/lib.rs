@@ -3,7 +3,7 @@
 //! ```text
 //!  NodeConfig ─► bind TCP p and UDP p+1 ─► Membership (gossip task) ──┐
 //!                                     └─► one hyper server on TCP p ◄─┘ snapshot, events
-//!                                           ├─ gRPC (tonic): Cluster
+//!                                           ├─ gRPC (tonic): Cluster; managers: Raft, Kv
 //!                                           └─ HTTP admin (axum): /v1/…, /metrics
 //!  SIGTERM/Ctrl-C ─► announce leave ─► stop HTTP ─► exit (≤ 2 s)
 //! ```
@@ -14,6 +14,7 @@ pub mod admin;
 pub mod consensus;
 pub mod dev;
 pub mod grpc;
+pub mod kv;
 pub mod metrics;
 pub mod node;
 pub mod status;

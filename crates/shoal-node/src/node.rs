@@ -107,6 +107,7 @@ impl Node {
             cores: config.cores,
             load_permille: 0,
             leader_hint: None,
+            leader_term: 0,
             started_unix_ms: started,
         };
         let core = CoreConfig {
@@ -144,8 +145,11 @@ impl Node {
             raft: raft.clone(),
             dc: config.dc.clone(),
         };
-        let raft_service = raft.clone().map(|g| (g, consensus::identity(&config)));
-        let app = admin::router(state).merge(grpc::routes(membership.clone(), raft_service));
+        let replica = raft.clone().map(|g| consensus::replica(&config, g));
+        let app = admin::router(state).merge(grpc::routes(
+            membership.clone(),
+            replica.map(|r| (r, consensus::identity(&config))),
+        ));
         let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let http = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {

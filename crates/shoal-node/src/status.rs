@@ -1,10 +1,13 @@
 //! The `/v1/status` document (DESIGN §Status) and the member rows of `/v1/members`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    collections::BTreeMap,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use shoal_membership::{MemberInfo, Snapshot};
 use shoal_types::{
-    MemberState,
+    MemberState, Role,
     status::{GossipSection, MemberRow, NodeSection, StatusDoc},
 };
 
@@ -41,8 +44,41 @@ pub fn member_row(m: &MemberInfo, now_ms: u64) -> MemberRow {
     }
 }
 
+/// The leader of each DC's group as gossip tells it: of the live managers' claims, the
+/// one with the highest term (an older term is a deposed leader's).
+pub fn dc_leaders(snap: &Snapshot) -> BTreeMap<String, (String, u64)> {
+    let mut leaders: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    for m in &snap.members {
+        let (Some(Role::Manager), Some(dc), Some(hint)) = (m.role, &m.dc, &m.leader_hint) else {
+            continue;
+        };
+        if !matches!(m.state, MemberState::Alive | MemberState::Suspect) {
+            continue;
+        }
+        let newer = leaders.get(dc).is_none_or(|(_, t)| m.leader_term > *t);
+        if newer {
+            leaders.insert(dc.clone(), (hint.clone(), m.leader_term));
+        }
+    }
+    leaders
+}
+
 pub fn status_doc(snap: &Snapshot, now_ms: u64) -> StatusDoc {
     let me = &snap.me;
+    let leaders = dc_leaders(snap);
+    let mut members: Vec<MemberRow> = snap.members.iter().map(|m| member_row(m, now_ms)).collect();
+    // Gates and workers do not take part in a group: show their DC's leader.
+    for (row, m) in members.iter_mut().zip(&snap.members) {
+        if row.leader.is_none()
+            && m.role.is_some_and(|r| r != Role::Manager)
+            && matches!(m.state, MemberState::Alive | MemberState::Suspect)
+        {
+            row.leader =
+                m.dc.as_ref()
+                    .and_then(|dc| leaders.get(dc))
+                    .map(|l| l.0.clone());
+        }
+    }
     StatusDoc {
         node: NodeSection {
             id: me.id.clone(),
@@ -55,7 +91,7 @@ pub fn status_doc(snap: &Snapshot, now_ms: u64) -> StatusDoc {
             ),
             version: me.version.clone().unwrap_or_default(),
         },
-        members: snap.members.iter().map(|m| member_row(m, now_ms)).collect(),
+        members,
         raft: None,
         gossip: Some(GossipSection {
             awareness: snap.awareness,

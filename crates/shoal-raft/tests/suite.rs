@@ -16,7 +16,9 @@ struct Builder;
 impl StoreBuilder<ShoalRaft, LogStore, StateMachine> for Builder {
     async fn build(&self) -> Result<((), LogStore, StateMachine), StorageError<ShoalRaft>> {
         let log = SqliteLog::open_in_memory().expect("an in-memory SQLite log opens");
-        Ok(((), LogStore::new(log), StateMachine::default()))
+        let store = LogStore::new(log);
+        let sm = StateMachine::open(store.shared()).expect("an empty store opens");
+        Ok(((), store, sm))
     }
 }
 

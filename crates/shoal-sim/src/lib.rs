@@ -138,6 +138,7 @@ impl SimCluster {
             cores: 1,
             load_permille: 0,
             leader_hint: None,
+            leader_term: 0,
             started_unix_ms: self.now.as_millis() as u64,
         };
         let config = CoreConfig {

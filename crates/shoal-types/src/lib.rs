@@ -12,12 +12,14 @@
 
 pub mod backoff;
 pub mod config;
+pub mod fence;
 pub mod ids;
 pub mod limits;
 pub mod meta;
 pub mod status;
 
 pub use config::{ConfigError, GossipTiming, NodeConfig, PartialConfig, Profile, RaftTimingConfig};
+pub use fence::{Fence, FenceGuard, StaleFence};
 pub use ids::{InvalidName, NodeId, Role, validate_name};
 pub use meta::{Lifecycle, MemberState, NodeMeta};
 

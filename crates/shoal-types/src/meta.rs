@@ -9,8 +9,9 @@ use crate::{
     limits::{TAG_VALUE_BYTES_MAX, TAGS_MAX},
 };
 
-/// Where a node is in its own life, as it announces it. Later capabilities use
-/// `syncing` and `draining` for managers; every node starts `active` for now.
+/// Where a node is in its own life, as it announces it. A manager is `syncing` until it
+/// is a caught-up voter of its DC's group, `draining` while `shoal node drain` hands its
+/// duties over; other roles are `active` from the start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Lifecycle {
@@ -79,8 +80,10 @@ pub struct NodeMeta {
     pub cores: u32,
     /// Load in per-mille of capacity, 0 when not reported.
     pub load_permille: u32,
-    /// The leader this node believes in, if any (filled once consensus lands).
+    /// The leader this node believes in, if any (managers publish it).
     pub leader_hint: Option<String>,
+    /// That leader's term (0: none): a fence on the hint, the highest term wins.
+    pub leader_term: u64,
     /// Wall-clock start of the node (unix ms), for uptime in status.
     pub started_unix_ms: u64,
 }

@@ -1,6 +1,7 @@
 //! The subcommands. Each parses its flags and calls into the library crates.
 
 pub mod dev;
+pub mod kv;
 pub mod node;
 pub mod status;
 

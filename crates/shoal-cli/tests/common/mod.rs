@@ -178,3 +178,66 @@ pub fn state_of(observer: &Proc, id: &str) -> Option<MemberState> {
         .find(|m| m.id == id)
         .map(|m| m.state)
 }
+
+/// Flags of a manager that forms a 3-manager group.
+pub const MANAGER_ARGS: &[&str] = &["--role", "manager", "--bootstrap-expect", "3"];
+
+/// Three managers (m1, m2, m3) on ephemeral ports, each with its own data directory.
+pub fn start_managers() -> [Proc; 3] {
+    let m1 = start_node_in(
+        "m1",
+        "127.0.0.1:0",
+        &[],
+        Some(KEY),
+        tempdir::Dir::new("m1"),
+        MANAGER_ARGS,
+    );
+    let seeds = [m1.tcp];
+    let m2 = start_node_in(
+        "m2",
+        "127.0.0.1:0",
+        &seeds,
+        Some(KEY),
+        tempdir::Dir::new("m2"),
+        MANAGER_ARGS,
+    );
+    let m3 = start_node_in(
+        "m3",
+        "127.0.0.1:0",
+        &seeds,
+        Some(KEY),
+        tempdir::Dir::new("m3"),
+        MANAGER_ARGS,
+    );
+    [m1, m2, m3]
+}
+
+/// Restarts a stopped node on its old address and data directory.
+pub fn restart(p: &Proc, seeds: &[SocketAddr], extra: &[&str]) -> Proc {
+    start_node_in(
+        &p.id,
+        &p.tcp.to_string(),
+        seeds,
+        Some(KEY),
+        p.data_dir.clone(),
+        extra,
+    )
+}
+
+/// (leader id, term, role) from a manager's `raft` status section.
+pub fn raft_view(p: &Proc) -> Option<(String, u64, String)> {
+    let doc = status(p)?;
+    let raft = doc.raft?;
+    Some((
+        raft["leader_id"].as_str()?.to_string(),
+        raft["term"].as_u64()?,
+        raft["role"].as_str()?.to_string(),
+    ))
+}
+
+/// The leader every node in `nodes` agrees on, if they do.
+pub fn agreed_leader(nodes: &[&Proc]) -> Option<String> {
+    let views: Vec<_> = nodes.iter().map(|p| raft_view(p)).collect::<Option<_>>()?;
+    let first = views.first()?.0.clone();
+    views.iter().all(|v| v.0 == first).then_some(first)
+}

@@ -32,6 +32,11 @@ impl LogStore {
         }
     }
 
+    /// The store, for the state machine's snapshots.
+    pub fn shared(&self) -> Arc<Mutex<SqliteLog>> {
+        self.log.clone()
+    }
+
     fn lock(&self) -> MutexGuard<'_, SqliteLog> {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod log_store;
 pub mod network;
 pub mod raft_group;
+pub mod replica;
 pub mod state_machine;
 
 /// A snapshot in flight: the encoded state.
@@ -30,4 +31,5 @@ pub(crate) fn io_error(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
-pub use raft_group::{Applied, GroupError, GroupStatus, RaftGroup, RaftTiming};
+pub use raft_group::{Applied, GroupError, GroupOptions, GroupStatus, RaftGroup, RaftTiming};
+pub use replica::Replica;

@@ -1,10 +1,15 @@
 //! [`RaftGroup`]: shoal's own interface to one Raft group. Callers propose shoal
 //! [`Request`]s and get shoal [`Response`]s; openraft's types stay in this crate.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use openraft::{
-    BasicNode, Config, Raft, ServerState, async_runtime::WatchReceiver, errors::ClientWriteError,
+    BasicNode, ChangeMembers, Config, Instant as _, Raft, ServerState, SnapshotPolicy,
+    async_runtime::WatchReceiver, errors::ClientWriteError,
 };
 use shoal_state::{LogIndex, Request, Response, State};
 
@@ -28,6 +33,32 @@ impl RaftTiming {
     };
 }
 
+/// How a group runs: its timing and when it compacts its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupOptions {
+    pub timing: RaftTiming,
+    /// Build a snapshot (and purge the log it covers) after this many entries.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, so a briefly lagging follower catches
+    /// up from the log instead of a full snapshot transfer.
+    pub keep_behind_snapshot: u64,
+}
+
+impl GroupOptions {
+    pub const DEFAULT_SNAPSHOT_EVERY: u64 = 10_000;
+    pub const DEFAULT_KEEP_BEHIND_SNAPSHOT: u64 = 1_000;
+}
+
+impl From<RaftTiming> for GroupOptions {
+    fn from(timing: RaftTiming) -> Self {
+        Self {
+            timing,
+            snapshot_every: Self::DEFAULT_SNAPSHOT_EVERY,
+            keep_behind_snapshot: Self::DEFAULT_KEEP_BEHIND_SNAPSHOT,
+        }
+    }
+}
+
 /// Why a proposal or an operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum GroupError {
@@ -42,6 +73,12 @@ pub enum GroupError {
     Config(String),
     #[error("raft stopped: {0}")]
     Fatal(String),
+    /// Waiting for this replica to catch up took longer than allowed.
+    #[error("timed out after {ms} ms waiting for this replica to apply index {index}")]
+    Timeout { index: u64, ms: u64 },
+    /// A membership change was refused; the message says why.
+    #[error("membership change refused: {0}")]
+    Membership(String),
 }
 
 /// A proposal that committed and was applied.
@@ -60,7 +97,18 @@ pub struct GroupStatus {
     pub leader: Option<u64>,
     pub role: &'static str,
     pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+    /// Index the latest snapshot covers (0: none).
+    pub snapshot_index: u64,
     pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// In joint consensus (a membership change half done).
+    pub joint: bool,
+    /// On the leader: each follower's last replicated index.
+    pub matched: BTreeMap<u64, u64>,
+    /// On the leader: milliseconds since a quorum last acknowledged it.
+    pub millis_since_quorum_ack: Option<u64>,
 }
 
 /// One member of a Raft group.
@@ -81,7 +129,7 @@ impl RaftGroup {
     /// Starts this member on `log` (recovering whatever it holds) with `network`.
     pub async fn start<N>(
         id: u64,
-        timing: RaftTiming,
+        options: impl Into<GroupOptions>,
         log: SqliteLog,
         network: N,
     ) -> Result<Self, GroupError>
@@ -89,6 +137,8 @@ impl RaftGroup {
         N: openraft::network::RaftNetworkFactory<ShoalRaft>,
         N::Network: openraft::network::NetSnapshot<ShoalRaft, SnapshotData = SnapshotData>,
     {
+        let options = options.into();
+        let timing = options.timing;
         let config = Config {
             cluster_name: "shoal".into(),
             heartbeat_interval: timing.heartbeat_ms,
@@ -97,6 +147,8 @@ impl RaftGroup {
             enable_pre_vote: Some(true),
             // A leader that cannot hear from a majority stops acting as one.
             quorum_loss_probe_interval: Some(2 * timing.election_max_ms),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: options.keep_behind_snapshot,
             ..Default::default()
         };
         let config = Arc::new(
@@ -104,8 +156,10 @@ impl RaftGroup {
                 .validate()
                 .map_err(|e| GroupError::Config(e.to_string()))?,
         );
-        let state = StateMachine::default();
-        let raft = Raft::new(id, config, network, LogStore::new(log), state.clone())
+        let store = LogStore::new(log);
+        let state =
+            StateMachine::open(store.shared()).map_err(|e| GroupError::Fatal(e.to_string()))?;
+        let raft = Raft::new(id, config, network, store, state.clone())
             .await
             .map_err(|e| GroupError::Fatal(e.to_string()))?;
         Ok(Self { id, raft, state })
@@ -165,6 +219,112 @@ impl RaftGroup {
             })
     }
 
+    /// On the leader: confirms leadership with a quorum and returns the index this
+    /// group's state must reach before a read is linearizable (the read index). A
+    /// follower gets it from the leader, then [`await_applied`](Self::await_applied).
+    pub async fn read_index(&self) -> Result<u64, GroupError> {
+        self.raft
+            .get_read_linearizer(openraft::raft::ReadPolicy::ReadIndex)
+            .await
+            .map(|l| l.read_log_id().index())
+            .map_err(|e| match e.forward_to_leader() {
+                Some(f) => GroupError::NotLeader {
+                    leader: f.leader_id,
+                },
+                None => GroupError::Fatal(e.to_string()),
+            })
+    }
+
+    /// Waits until this member has applied `index`.
+    pub async fn await_applied(&self, index: u64, timeout: Duration) -> Result<(), GroupError> {
+        if self.state.applied_index() >= index {
+            return Ok(());
+        }
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .map(drop)
+            .map_err(|_| GroupError::Timeout {
+                index,
+                ms: timeout.as_millis() as u64,
+            })
+    }
+
+    /// Index of the last entry applied here.
+    pub fn applied_index(&self) -> u64 {
+        self.state.applied_index()
+    }
+
+    /// The address a member registered with the group (voters and learners).
+    pub fn member_addr(&self, id: u64) -> Option<String> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Adds a member as a learner (replicated to, not counted). Returns once the
+    /// change is committed; the learner catches up in the background.
+    pub async fn add_learner(&self, id: u64, addr: String) -> Result<(), GroupError> {
+        self.raft
+            .add_learner(id, BasicNode::new(addr), false)
+            .await
+            .map(drop)
+            .map_err(membership_error)
+    }
+
+    /// Promotes learners to voters (joint consensus: old and new majorities both agree,
+    /// then the new configuration alone).
+    pub async fn add_voters(&self, ids: BTreeSet<u64>) -> Result<(), GroupError> {
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(ids), false)
+            .await
+            .map(drop)
+            .map_err(membership_error)
+    }
+
+    /// Removes voters (joint consensus); `keep_as_learners` keeps replicating to them.
+    pub async fn remove_voters(
+        &self,
+        ids: BTreeSet<u64>,
+        keep_as_learners: bool,
+    ) -> Result<(), GroupError> {
+        self.raft
+            .change_membership(ChangeMembers::RemoveVoters(ids), keep_as_learners)
+            .await
+            .map(drop)
+            .map_err(membership_error)
+    }
+
+    /// Removes learners entirely.
+    pub async fn remove_learners(&self, ids: BTreeSet<u64>) -> Result<(), GroupError> {
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes(ids), false)
+            .await
+            .map(drop)
+            .map_err(membership_error)
+    }
+
+    /// On the leader: hands leadership to `to` (which must be a caught-up voter).
+    pub async fn transfer_leader(&self, to: u64) -> Result<(), GroupError> {
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| GroupError::Fatal(e.to_string()))
+    }
+
+    /// Builds a snapshot now (and lets the log behind it be purged).
+    pub async fn snapshot_now(&self) -> Result<(), GroupError> {
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| GroupError::Fatal(e.to_string()))
+    }
+
     /// Reads the applied state.
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         self.state.read(f)
@@ -190,7 +350,25 @@ impl RaftGroup {
                 ServerState::Shutdown => "shutdown",
             },
             commit_index: m.local_committed.map_or(0, |c| c.index),
+            applied_index: m.last_applied.map_or(0, |c| c.index),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            snapshot_index: m.snapshot.map_or(0, |c| c.index),
             voters: m.membership_config.voter_ids().collect(),
+            learners: m.membership_config.membership().learner_ids().collect(),
+            joint: m.membership_config.membership().get_joint_config().len() > 1,
+            matched: m
+                .replication
+                .as_ref()
+                .map(|r| {
+                    r.iter()
+                        .map(|(id, l)| (*id, l.as_ref().map_or(0, |l| l.index)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            millis_since_quorum_ack: m
+                .last_quorum_acked
+                .as_ref()
+                .map(|t| t.elapsed().as_millis() as u64),
         }
     }
 
@@ -201,5 +379,18 @@ impl RaftGroup {
     /// The underlying handle, for the network's server side in this crate.
     pub(crate) fn raft(&self) -> &Raft<ShoalRaft, StateMachine> {
         &self.raft
+    }
+}
+
+fn membership_error(
+    e: openraft::errors::RaftError<ShoalRaft, ClientWriteError<ShoalRaft>>,
+) -> GroupError {
+    match e.into_api_error() {
+        Some(ClientWriteError::ForwardToLeader(f)) => GroupError::NotLeader {
+            leader: f.leader_id,
+        },
+        Some(ClientWriteError::ChangeMembershipError(c)) => GroupError::Membership(c.to_string()),
+        Some(other) => GroupError::Fatal(other.to_string()),
+        None => GroupError::Fatal("raft stopped".into()),
     }
 }

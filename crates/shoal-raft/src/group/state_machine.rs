@@ -1,5 +1,11 @@
 //! openraft's state machine over shoal's pure [`State`]: apply is `State::apply`,
 //! a snapshot is the postcard encoding of the state.
+//!
+//! Durability: the state itself lives in memory and is rebuilt on start from the
+//! latest snapshot (stored in the group's SQLite file next to the log) plus the
+//! committed entries after it, which openraft re-applies. A snapshot is written to
+//! disk before openraft is told it exists, so the log entries it covers are only
+//! purged once the snapshot is safe.
 
 use std::{
     io::{self, Cursor},
@@ -14,7 +20,8 @@ use openraft::{
 };
 use shoal_state::{LogIndex, Response, State};
 
-use super::{ShoalRaft, SnapshotData, invalid_data};
+use super::{ShoalRaft, SnapshotData, invalid_data, io_error};
+use crate::store::SqliteLog;
 
 type C = ShoalRaft;
 
@@ -27,14 +34,53 @@ struct Inner {
 }
 
 /// The replicated state of one group, readable by the node while Raft applies to it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StateMachine {
     inner: Arc<Mutex<Inner>>,
+    /// Where snapshots are kept (shared with the log store).
+    disk: Arc<Mutex<SqliteLog>>,
 }
 
 impl StateMachine {
+    /// Opens the state machine on the group's store: starts from its snapshot, if any.
+    pub fn open(disk: Arc<Mutex<SqliteLog>>) -> Result<Self, io::Error> {
+        let stored = disk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .snapshot()
+            .map_err(io_error)?;
+        let mut inner = Inner::default();
+        if let Some(stored) = stored {
+            let meta: SnapshotMetaOf<C> =
+                postcard::from_bytes(&stored.meta).map_err(invalid_data)?;
+            inner.state = State::from_bytes(&stored.data).map_err(invalid_data)?;
+            inner.last_applied = meta.last_log_id;
+            inner.membership = meta.last_membership.clone();
+            inner.snapshot = Some((meta, stored.data));
+        }
+        Ok(Self {
+            inner: Arc::new(Mutex::new(inner)),
+            disk,
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes a snapshot to disk (durably) before it is announced.
+    fn persist(&self, meta: &SnapshotMetaOf<C>, data: &[u8]) -> Result<(), io::Error> {
+        let meta = postcard::to_allocvec(meta).map_err(invalid_data)?;
+        self.disk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .save_snapshot(&meta, data)
+            .map_err(io_error)
+    }
+
+    /// Index of the last applied entry.
+    pub fn applied_index(&self) -> u64 {
+        self.lock().last_applied.map_or(0, |l| l.index)
     }
 
     /// Reads the applied state.
@@ -47,13 +93,17 @@ impl RaftSnapshotBuilder<C> for StateMachine {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, SnapshotData>, io::Error> {
-        let mut inner = self.lock();
-        let data = inner.state.to_bytes().map_err(invalid_data)?;
-        let meta = SnapshotMetaOf::<C> {
-            last_log_id: inner.last_applied,
-            last_membership: inner.membership.clone(),
+        let (meta, data) = {
+            let inner = self.lock();
+            let data = inner.state.to_bytes().map_err(invalid_data)?;
+            let meta = SnapshotMetaOf::<C> {
+                last_log_id: inner.last_applied,
+                last_membership: inner.membership.clone(),
+            };
+            (meta, data)
         };
-        inner.snapshot = Some((meta.clone(), data.clone()));
+        self.persist(&meta, &data)?;
+        self.lock().snapshot = Some((meta.clone(), data.clone()));
         Ok(SnapshotOf::<C, SnapshotData> {
             meta,
             snapshot: Cursor::new(data),
@@ -109,6 +159,7 @@ impl RaftStateMachine<C> for StateMachine {
     ) -> Result<(), io::Error> {
         let data = snapshot.into_inner();
         let state = State::from_bytes(&data).map_err(invalid_data)?;
+        self.persist(meta, &data)?;
         let mut inner = self.lock();
         inner.state = state;
         inner.last_applied = meta.last_log_id;
