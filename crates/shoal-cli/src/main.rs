@@ -23,8 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one node (manager, gate or worker).
-    Node(Box<cmd::node::NodeArgs>),
+    /// Run one node (manager, gate or worker); `shoal node drain` drains a manager.
+    Node(Box<cmd::node::NodeCmd>),
     /// Run a local cluster as child processes: 3 managers, 1 gate, 2 workers by default.
     Dev(cmd::dev::DevArgs),
     /// A scripted tour: start a local cluster, kill a worker, watch it detected, restart it.
@@ -37,6 +37,8 @@ enum Command {
     Tag(cmd::status::TagArgs),
     /// The replicated key-value store: put, get, del, ls, cas (any manager answers).
     Kv(cmd::kv::KvArgs),
+    /// The managers' Raft group: list voters and quorum, add or remove a manager.
+    Managers(cmd::managers::ManagersArgs),
     /// Print a new random cluster key (64 hex characters) for --cluster-key.
     Keygen,
 }
@@ -57,13 +59,14 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Node(args) => cmd::node::run(*args).await,
+            Command::Node(args) => cmd::node::command(*args).await,
             Command::Dev(args) => cmd::dev::run(args).await,
             Command::Demo(args) => cmd::dev::demo(args).await,
             Command::Status(args) => cmd::status::status(args).await,
             Command::Events(args) => cmd::status::events(args).await,
             Command::Tag(args) => cmd::status::tag(args).await,
             Command::Kv(args) => cmd::kv::run(args).await,
+            Command::Managers(args) => cmd::managers::run(args).await,
             Command::Keygen => {
                 println!("{}", cmd::new_key());
                 ExitCode::SUCCESS

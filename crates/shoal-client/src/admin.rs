@@ -77,6 +77,39 @@ impl AdminClient {
         self.call(Method::DELETE, &path, None).await.map(drop)
     }
 
+    /// `GET /v1/quorum` of a manager: its Raft group.
+    pub async fn quorum(&self) -> Result<serde_json::Value, ClientError> {
+        self.json(Method::GET, "/v1/quorum").await
+    }
+
+    /// `POST /v1/drain`: the manager hands over leadership and leaves the voter set.
+    /// Returns the node's message.
+    pub async fn drain(&self) -> Result<String, ClientError> {
+        self.message(Method::POST, "/v1/drain").await
+    }
+
+    /// `PUT /v1/managers/{id}`: adds a live manager to the group (learner → voter).
+    pub async fn add_manager(&self, id: &str) -> Result<String, ClientError> {
+        let path = format!("/v1/managers/{}", encode_path(id));
+        self.message(Method::PUT, &path).await
+    }
+
+    /// `DELETE /v1/managers/{id}`: removes a manager from the group.
+    pub async fn remove_manager(&self, id: &str) -> Result<String, ClientError> {
+        let path = format!("/v1/managers/{}", encode_path(id));
+        self.message(Method::DELETE, &path).await
+    }
+
+    async fn json(&self, method: Method, path: &str) -> Result<serde_json::Value, ClientError> {
+        let body = self.call(method, path, None).await?;
+        serde_json::from_slice(&body).map_err(|e| self.bad(e.to_string()))
+    }
+
+    async fn message(&self, method: Method, path: &str) -> Result<String, ClientError> {
+        let v = self.json(method, path).await?;
+        Ok(v["message"].as_str().unwrap_or_default().to_string())
+    }
+
     /// Follows `/v1/events`, calling `on_event` with each event's JSON until the node
     /// closes the stream or `on_event` returns false.
     pub async fn follow_events(

@@ -7,10 +7,15 @@
 //! | `GET /v1/events` | membership events as server-sent events |
 //! | `PUT /v1/tags/{key}` | body: the value (text); sets a tag on this node |
 //! | `DELETE /v1/tags/{key}` | removes a tag |
+//! | `GET /v1/quorum` | managers: the Raft group — voters, learners, quorum, peers' breakers |
+//! | `POST /v1/drain` | managers: hand leadership over, leave the voter set |
+//! | `PUT /v1/managers/{id}` | managers: add a live manager (learner → voter) |
+//! | `DELETE /v1/managers/{id}` | managers: remove a manager from the group |
 //! | `GET /metrics` | Prometheus text |
 
 use std::convert::Infallible;
 
+use crate::consensus::{ChangeError, Consensus};
 use axum::{
     Json, Router,
     extract::{Path, State},
@@ -19,17 +24,16 @@ use axum::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
     },
-    routing::{get, put},
+    routing::{get, post, put},
 };
 use futures_util::Stream;
 use serde::Serialize;
 use shoal_membership::{MembershipEvent, MembershipHandle};
-use shoal_raft::group::RaftGroup;
 use shoal_types::limits::TAG_VALUE_BYTES_MAX;
 use tokio_stream::StreamExt;
 
 use crate::{
-    consensus, metrics,
+    metrics,
     status::{member_row, status_doc, unix_ms},
 };
 
@@ -37,7 +41,7 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub membership: MembershipHandle,
-    pub raft: Option<RaftGroup>,
+    pub raft: Option<Consensus>,
     pub dc: String,
 }
 
@@ -48,6 +52,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/members", get(members))
         .route("/v1/events", get(events))
         .route("/v1/tags/{key}", put(set_tag).delete(remove_tag))
+        .route("/v1/quorum", get(quorum))
+        .route("/v1/drain", post(drain))
+        .route("/v1/managers/{id}", put(add_manager).delete(remove_manager))
         .route("/metrics", get(prometheus))
         .fallback(not_found)
         .with_state(state)
@@ -78,11 +85,74 @@ async fn not_found() -> Response {
 async fn status(State(s): State<AppState>) -> Response {
     let snap = s.membership.snapshot();
     let mut doc = status_doc(&snap, unix_ms());
-    doc.raft = s
-        .raft
-        .as_ref()
-        .map(|g| consensus::status_section(g, &snap, &s.dc));
+    doc.raft = s.raft.as_ref().map(|c| c.quorum_doc(&snap));
     Json(doc).into_response()
+}
+
+/// The 404 that gates and workers answer to manager routes.
+fn not_a_manager(s: &AppState) -> Response {
+    let snap = s.membership.snapshot();
+    let me = &snap.me;
+    let role = me
+        .role
+        .map_or_else(|| "node".to_string(), |r| r.to_string());
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "{} is a {role}; the Raft group lives on managers (ask one of them)",
+            me.id
+        ),
+    )
+}
+
+#[derive(Serialize)]
+struct Done {
+    message: String,
+}
+
+fn change_result(r: Result<String, ChangeError>) -> Response {
+    match r {
+        Ok(message) => Json(Done { message }).into_response(),
+        Err(e @ ChangeError::Refused(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ ChangeError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ ChangeError::Unavailable(_)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    }
+}
+
+async fn quorum(State(s): State<AppState>) -> Response {
+    let Some(c) = &s.raft else {
+        return not_a_manager(&s);
+    };
+    Json(c.quorum_doc(&s.membership.snapshot())).into_response()
+}
+
+async fn drain(State(s): State<AppState>) -> Response {
+    let Some(c) = &s.raft else {
+        return not_a_manager(&s);
+    };
+    change_result(c.drain(&s.membership.snapshot()).await)
+}
+
+async fn add_manager(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    if let Err(e) = shoal_types::validate_name(&id) {
+        return error(StatusCode::BAD_REQUEST, format!("id: {e}"));
+    }
+    let Some(c) = &s.raft else {
+        return not_a_manager(&s);
+    };
+    change_result(c.add_manager(&s.membership.snapshot(), &id).await)
+}
+
+async fn remove_manager(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    if let Err(e) = shoal_types::validate_name(&id) {
+        return error(StatusCode::BAD_REQUEST, format!("id: {e}"));
+    }
+    let Some(c) = &s.raft else {
+        return not_a_manager(&s);
+    };
+    change_result(c.remove_manager(&id).await)
 }
 
 async fn members(State(AppState { membership: m, .. }): State<AppState>) -> Response {
@@ -96,10 +166,12 @@ async fn members(State(AppState { membership: m, .. }): State<AppState>) -> Resp
     Json(rows).into_response()
 }
 
-async fn prometheus(State(AppState { membership: m, .. }): State<AppState>) -> Response {
+async fn prometheus(State(s): State<AppState>) -> Response {
+    let snap = s.membership.snapshot();
+    let raft = s.raft.as_ref().map(|c| c.figures(&snap));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics::render(&m.snapshot()),
+        metrics::render(&snap, raft.as_ref()),
     )
         .into_response()
 }

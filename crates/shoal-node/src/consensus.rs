@@ -1,21 +1,34 @@
 //! Managers run the DC's Raft group: open the durable log, serve Raft over gRPC, form
 //! the group once `bootstrap_expect` managers have met through gossip (the lowest id
-//! initializes it, exactly once), and publish the leader in gossip metadata so every
-//! node — gates and workers too — knows it.
+//! initializes it, exactly once), and publish the leader (with its term) and their
+//! lifecycle in gossip metadata so every node — gates and workers too — knows them.
+//!
+//! Lifecycle of a manager: `syncing` (not yet a caught-up voter) → `active` (a voter
+//! that has applied what is committed) → `draining` (`shoal node drain`: leadership
+//! handed over, then out of the voter set). The leader adds managers that join later:
+//! a learner first, a voter once it has caught up (joint consensus).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use serde_json::json;
-use shoal_client::BreakerConfig;
+use shoal_client::{BreakerConfig, BreakerState};
 use shoal_membership::{MembershipHandle, Snapshot};
 use shoal_raft::{
     SqliteLog,
     group::{
-        RaftGroup, RaftTiming, Replica,
-        grpc::{Forwarder, GrpcNetwork, Identity},
+        MembershipChange, RaftGroup, RaftTiming, Replica,
+        grpc::{Breakers, Forwarder, GrpcNetwork, Identity},
     },
 };
-use shoal_types::{MemberState, NodeConfig, Role};
+use shoal_state::{Command, KvCommand, Request};
+use shoal_types::{Lifecycle, MemberState, NodeConfig, Role};
 
 /// Raft's numeric id for a shoal node id: FNV-1a, stable across restarts and builds.
 pub fn raft_id(node_id: &str) -> u64 {
@@ -36,8 +49,28 @@ pub enum ConsensusError {
     Group(#[from] shoal_raft::group::GroupError),
 }
 
+/// KV prefix of managers removed with `shoal managers remove`: the leader does not add
+/// them back on its own (`shoal managers add` clears the mark).
+pub const REMOVED_PREFIX: &str = "_shoal/managers/removed/";
+
+/// How long a forwarded call (write or read index) to the leader may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A manager's part in its DC's Raft group.
+#[derive(Clone, Debug)]
+pub struct Consensus {
+    pub replica: Replica,
+    pub breakers: Breakers,
+    /// Raft id → shoal node id of this node.
+    me: String,
+    dc: String,
+    draining: Arc<AtomicBool>,
+    /// Members the leader is adding now (one task each).
+    adding: Arc<Mutex<BTreeSet<u64>>>,
+}
+
 /// Starts this manager's member of its DC's group (None for gates and workers).
-pub async fn start(config: &NodeConfig) -> Result<Option<RaftGroup>, ConsensusError> {
+pub async fn start(config: &NodeConfig) -> Result<Option<Consensus>, ConsensusError> {
     if config.role != Role::Manager {
         return Ok(None);
     }
@@ -46,26 +79,37 @@ pub async fn start(config: &NodeConfig) -> Result<Option<RaftGroup>, ConsensusEr
         path: path.display().to_string(),
         source,
     })?;
-    let network = GrpcNetwork::new(identity(config), BreakerConfig::default());
     let timing = RaftTiming {
         heartbeat_ms: config.raft.heartbeat_ms,
         election_min_ms: config.raft.election_min_ms,
         election_max_ms: config.raft.election_max_ms,
     };
+    let network = GrpcNetwork::new(identity(config), peer_breaker(timing));
+    let breakers = network.breakers();
     let group = RaftGroup::start(raft_id(config.id.as_str()), timing, log, network).await?;
-    Ok(Some(group))
-}
-
-/// How long a forwarded call (write or read index) to the leader may take.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The member as clients use it: forwards to the leader when it is not the leader.
-pub fn replica(config: &NodeConfig, group: RaftGroup) -> Replica {
-    Replica::new(
+    let replica = Replica::new(
         group,
         Forwarder::new(identity(config), FORWARD_TIMEOUT),
         FORWARD_TIMEOUT,
-    )
+    );
+    Ok(Some(Consensus {
+        replica,
+        breakers,
+        me: config.id.to_string(),
+        dc: config.dc.clone(),
+        draining: Arc::default(),
+        adding: Arc::default(),
+    }))
+}
+
+/// The breaker in front of each Raft peer. Opening after 3 errors in 30 s is the
+/// predecessor's rule; the retry comes after one minimum election timeout instead of
+/// 10 s, so a peer that was briefly unreachable can vote in the next election.
+pub fn peer_breaker(timing: RaftTiming) -> BreakerConfig {
+    BreakerConfig {
+        half_open_after: Duration::from_millis(timing.election_min_ms),
+        ..BreakerConfig::default()
+    }
 }
 
 /// The group this node serves: its DC's managers, in its cluster.
@@ -76,59 +120,356 @@ pub fn identity(config: &NodeConfig) -> Identity {
     }
 }
 
-/// Background duties of a manager: bootstrap, then keep the leader hint current.
-pub fn spawn_duties(config: &NodeConfig, group: RaftGroup, membership: MembershipHandle) {
-    let expect = config.bootstrap_expect;
-    let me = config.id.to_string();
-    let dc = config.dc.clone();
-    tokio::spawn(async move {
-        let mut bootstrapped = expect.is_none();
-        let mut published: Option<(String, u64)> = None;
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let snap = membership.snapshot();
-            if !bootstrapped && let Some(n) = expect {
-                bootstrapped = try_bootstrap(&group, &snap, &me, &dc, n as usize).await;
-            }
-            let leader = group.leader().and_then(|(l, term)| {
-                snap.members
-                    .iter()
-                    .find(|m| raft_id(&m.id) == l)
-                    .map(|m| (m.id.clone(), term))
-            });
-            if leader != published {
-                let hint = leader.clone();
-                if membership
-                    .update_meta(move |m| {
+/// Managers of `dc` that gossip says are alive, as (node id, address, lifecycle).
+fn live_managers<'a>(
+    snap: &'a Snapshot,
+    dc: &'a str,
+) -> impl Iterator<Item = (&'a str, &'a str, Option<Lifecycle>)> + 'a {
+    snap.members
+        .iter()
+        .filter(move |m| {
+            m.state == MemberState::Alive
+                && m.role == Some(Role::Manager)
+                && m.dc.as_deref() == Some(dc)
+        })
+        .map(|m| (m.id.as_str(), m.addr.as_str(), m.lifecycle))
+}
+
+fn name_of(snap: &Snapshot, rid: u64) -> String {
+    snap.members
+        .iter()
+        .find(|m| raft_id(&m.id) == rid)
+        .map_or_else(|| format!("{rid:016x}"), |m| m.id.clone())
+}
+
+/// Why a drain or a manager change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// Refused as asked (HTTP 409 / 404); nothing changed.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The group could not do it now (HTTP 503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl Consensus {
+    pub fn group(&self) -> &RaftGroup {
+        &self.replica.group
+    }
+
+    fn lifecycle(&self) -> Lifecycle {
+        let s = self.group().status();
+        if self.draining.load(Ordering::SeqCst) {
+            Lifecycle::Draining
+        } else if s.voters.contains(&s.id)
+            && s.leader.is_some()
+            && s.applied_index >= s.commit_index
+        {
+            Lifecycle::Active
+        } else {
+            Lifecycle::Syncing
+        }
+    }
+
+    /// Background duties: bootstrap, publish leader and lifecycle in gossip, and on the
+    /// leader add managers that joined later (learner first, voter once caught up).
+    pub fn spawn_duties(&self, bootstrap_expect: Option<u32>, membership: MembershipHandle) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut bootstrapped = bootstrap_expect.is_none();
+            let mut published: Option<(Option<(String, u64)>, Lifecycle)> = None;
+            let mut tick: u64 = 0;
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                tick += 1;
+                let snap = membership.snapshot();
+                if !bootstrapped && let Some(n) = bootstrap_expect {
+                    bootstrapped =
+                        try_bootstrap(this.group(), &snap, &this.me, &this.dc, n as usize).await;
+                }
+                let leader = this
+                    .group()
+                    .leader()
+                    .map(|(l, term)| (name_of(&snap, l), term));
+                let now = (leader, this.lifecycle());
+                if published.as_ref() != Some(&now) {
+                    let (hint, lifecycle) = now.clone();
+                    let update = membership.update_meta(move |m| {
                         m.leader_term = hint.as_ref().map_or(0, |h| h.1);
                         m.leader_hint = hint.map(|h| h.0);
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
+                        m.lifecycle = lifecycle;
+                    });
+                    if update.await.is_err() {
+                        return;
+                    }
+                    published = Some(now);
                 }
-                published = leader;
+                // Once a second, the leader looks for managers to add.
+                if tick.is_multiple_of(10) && this.group().status().role == "leader" {
+                    this.add_newcomers(&snap);
+                }
+            }
+        });
+    }
+
+    fn add_newcomers(&self, snap: &Snapshot) {
+        let status = self.group().status();
+        if status.voters.is_empty() || status.joint {
+            return;
+        }
+        for (id, addr, lifecycle) in live_managers(snap, &self.dc) {
+            let rid = raft_id(id);
+            if status.voters.contains(&rid)
+                || matches!(lifecycle, Some(Lifecycle::Draining | Lifecycle::Leaving))
+            {
+                continue;
+            }
+            let removed = format!("{REMOVED_PREFIX}{id}");
+            if self.group().read(|s| s.kv.get(&removed).is_some()) {
+                continue;
+            }
+            if !self
+                .adding
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(rid)
+            {
+                continue; // already being added
+            }
+            let (this, id, addr) = (self.clone(), id.to_string(), addr.to_string());
+            tokio::spawn(async move {
+                tracing::info!(manager = %id, "adding manager: learner, then voter once caught up");
+                let change = MembershipChange::Add { id: rid, addr };
+                match this.replica.change_membership(change).await {
+                    Ok(()) => tracing::info!(manager = %id, "manager is a voter"),
+                    Err(e) => {
+                        tracing::warn!(manager = %id, error = %e, "adding manager failed; will retry")
+                    }
+                }
+                this.adding
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&rid);
+            });
+        }
+    }
+
+    /// `shoal node drain`: hand leadership over if this node leads, then leave the
+    /// voter set. Refused (and nothing changed) if the remaining voters could not form
+    /// a quorum.
+    pub async fn drain(&self, snap: &Snapshot) -> Result<String, ChangeError> {
+        let me = self.group().id();
+        let s = self.group().status();
+        if !s.voters.contains(&me) {
+            self.draining.store(true, Ordering::SeqCst);
+            return Ok(format!("{} is not a voter; nothing to hand over", self.me));
+        }
+        let others: Vec<u64> = s.voters.iter().copied().filter(|v| *v != me).collect();
+        let alive: BTreeSet<u64> = live_managers(snap, &self.dc)
+            .map(|m| raft_id(m.0))
+            .collect();
+        let reachable = others.iter().filter(|v| alive.contains(v)).count();
+        let quorum = others.len() / 2 + 1;
+        if others.is_empty() || reachable < quorum {
+            return Err(ChangeError::Refused(format!(
+                "draining {} would leave {} voters of which {reachable} are alive; a quorum needs {quorum}",
+                self.me,
+                others.len()
+            )));
+        }
+        self.draining.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        if s.role == "leader" {
+            // The most caught-up live voter takes over.
+            let target = others
+                .iter()
+                .filter(|v| alive.contains(v))
+                .max_by_key(|v| s.matched.get(v).copied().unwrap_or(0))
+                .copied()
+                .expect("a live voter exists: checked above");
+            tracing::info!(to = %name_of(snap, target), "draining: transferring leadership");
+            let _ = self.group().transfer_leader(target).await;
+            while self.group().leader().is_some_and(|(l, _)| l == me) {
+                if tokio::time::Instant::now() >= deadline {
+                    self.draining.store(false, Ordering::SeqCst);
+                    return Err(ChangeError::Unavailable(
+                        "leadership did not move within 15 s; still a voter".into(),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-    });
+        loop {
+            match self
+                .replica
+                .change_membership(MembershipChange::Remove { id: me })
+                .await
+            {
+                Ok(()) => {
+                    return Ok(format!("{} left the voter set of {}", self.me, self.dc));
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(ChangeError::Unavailable(format!(
+                        "could not leave the voter set: {e}"
+                    )));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// `shoal managers add ID`: a live manager of this DC joins as a learner and becomes
+    /// a voter once caught up.
+    pub async fn add_manager(&self, snap: &Snapshot, id: &str) -> Result<String, ChangeError> {
+        let Some((_, addr, _)) = live_managers(snap, &self.dc).find(|m| m.0 == id) else {
+            return Err(ChangeError::NotFound(format!(
+                "id: no live manager `{id}` in datacenter {} (start it first; it joins by gossip)",
+                self.dc
+            )));
+        };
+        self.write_kv(KvCommand::Delete {
+            key: format!("{REMOVED_PREFIX}{id}"),
+        })
+        .await?;
+        let change = MembershipChange::Add {
+            id: raft_id(id),
+            addr: addr.to_string(),
+        };
+        self.replica
+            .change_membership(change)
+            .await
+            .map_err(|e| ChangeError::Unavailable(e.to_string()))?;
+        Ok(format!("{id} is a voter of {}", self.dc))
+    }
+
+    /// `shoal managers remove ID`: leaves the group (joint consensus) and is not added
+    /// back automatically.
+    pub async fn remove_manager(&self, id: &str) -> Result<String, ChangeError> {
+        let rid = raft_id(id);
+        let s = self.group().status();
+        if !s.voters.contains(&rid) && !s.learners.contains(&rid) {
+            return Err(ChangeError::NotFound(format!(
+                "id: `{id}` is not a member of the {} group",
+                self.dc
+            )));
+        }
+        if s.voters == [rid] {
+            return Err(ChangeError::Refused(format!(
+                "id: `{id}` is the last voter; it cannot be removed"
+            )));
+        }
+        self.write_kv(KvCommand::Put {
+            key: format!("{REMOVED_PREFIX}{id}"),
+            value: Vec::new(),
+        })
+        .await?;
+        self.replica
+            .change_membership(MembershipChange::Remove { id: rid })
+            .await
+            .map_err(|e| ChangeError::Unavailable(e.to_string()))?;
+        Ok(format!("{id} left the {} group", self.dc))
+    }
+
+    async fn write_kv(&self, command: KvCommand) -> Result<(), ChangeError> {
+        self.replica
+            .write(Request {
+                client: None,
+                command: Command::Kv(command),
+            })
+            .await
+            .map(drop)
+            .map_err(|e| ChangeError::Unavailable(e.to_string()))
+    }
+
+    /// Figures for /metrics.
+    pub fn figures(&self, snap: &Snapshot) -> crate::metrics::RaftFigures {
+        let s = self.group().status();
+        crate::metrics::RaftFigures {
+            term: s.term,
+            is_leader: s.role == "leader",
+            commit_index: s.commit_index,
+            applied_index: s.applied_index,
+            voters: s.voters.len(),
+            breakers: self
+                .breakers
+                .states()
+                .into_iter()
+                .map(|(id, b)| {
+                    let v = match b {
+                        BreakerState::Closed => 0,
+                        BreakerState::HalfOpen => 1,
+                        BreakerState::Open => 2,
+                    };
+                    (name_of(snap, id), v)
+                })
+                .collect(),
+        }
+    }
+
+    /// The `raft` section of /v1/status and the body of /v1/quorum.
+    pub fn quorum_doc(&self, snap: &Snapshot) -> serde_json::Value {
+        let s = self.group().status();
+        let live: BTreeMap<u64, Option<Lifecycle>> = live_managers(snap, &self.dc)
+            .map(|(id, _, l)| (raft_id(id), l))
+            .collect();
+        let quorum = s.voters.len() / 2 + 1;
+        let reachable = s.voters.iter().filter(|v| live.contains_key(v)).count();
+        let active = s
+            .voters
+            .iter()
+            .filter(|v| live.get(v).copied().flatten() == Some(Lifecycle::Active))
+            .count();
+        let breakers = self.breakers.states();
+        let peers: Vec<serde_json::Value> = s
+            .voters
+            .iter()
+            .map(|v| (v, "voter"))
+            .chain(s.learners.iter().map(|l| (l, "learner")))
+            .map(|(id, kind)| {
+                json!({
+                    "id": name_of(snap, *id),
+                    "kind": kind,
+                    "alive": live.contains_key(id),
+                    "lifecycle": live.get(id).copied().flatten().map(|l| l.to_string()),
+                    "matched_index": s.matched.get(id),
+                    "breaker": if *id == s.id { None } else {
+                        Some(breakers.get(id).map_or("closed".to_string(), |b| b.to_string()))
+                    },
+                })
+            })
+            .collect();
+        json!({
+            "group": self.dc,
+            "term": s.term,
+            "leader_id": s.leader.map(|l| name_of(snap, l)),
+            "role": s.role,
+            "commit_index": s.commit_index,
+            "applied_index": s.applied_index,
+            "snapshot_index": s.snapshot_index,
+            "voters": s.voters.iter().map(|v| name_of(snap, *v)).collect::<Vec<_>>(),
+            "learners": s.learners.iter().map(|v| name_of(snap, *v)).collect::<Vec<_>>(),
+            "joint": s.joint,
+            "active": active,
+            "quorum": quorum,
+            "quorum_available": !s.voters.is_empty() && reachable >= quorum,
+            "peers": peers,
+        })
+    }
 }
 
 /// Initializes the group if `n` managers of our DC are alive and we have the lowest id.
 /// Returns true once nothing is left to do (initialized here, or someone else's job).
 async fn try_bootstrap(group: &RaftGroup, snap: &Snapshot, me: &str, dc: &str, n: usize) -> bool {
-    if !group.status().voters.is_empty() {
+    let status = group.status();
+    if !status.voters.is_empty() || !status.learners.is_empty() {
         return true; // already part of a formed group (restart, or joined)
     }
-    let mut managers: Vec<(&str, &str)> = snap
-        .members
-        .iter()
-        .filter(|m| {
-            m.state == MemberState::Alive
-                && m.role == Some(Role::Manager)
-                && m.dc.as_deref() == Some(dc)
-        })
-        .map(|m| (m.id.as_str(), m.addr.as_str()))
+    let mut managers: Vec<(&str, &str)> = live_managers(snap, dc)
+        .filter(|m| !matches!(m.2, Some(Lifecycle::Draining | Lifecycle::Leaving)))
+        .map(|m| (m.0, m.1))
         .collect();
     managers.sort();
     if managers.len() < n {
@@ -153,34 +494,6 @@ async fn try_bootstrap(group: &RaftGroup, snap: &Snapshot, me: &str, dc: &str, n
             false
         }
     }
-}
-
-/// The `raft` section of /v1/status.
-pub fn status_section(group: &RaftGroup, snap: &Snapshot, dc: &str) -> serde_json::Value {
-    let s = group.status();
-    let name = |rid: u64| {
-        snap.members
-            .iter()
-            .find(|m| raft_id(&m.id) == rid)
-            .map_or_else(|| rid.to_string(), |m| m.id.clone())
-    };
-    let alive = |rid: u64| {
-        snap.members
-            .iter()
-            .any(|m| raft_id(&m.id) == rid && m.state == MemberState::Alive)
-    };
-    let quorum = s.voters.len() / 2 + 1;
-    let reachable = s.voters.iter().filter(|v| alive(**v)).count();
-    json!({
-        "group": dc,
-        "term": s.term,
-        "leader_id": s.leader.map(name),
-        "role": s.role,
-        "commit_index": s.commit_index,
-        "voters": s.voters.iter().map(|v| name(*v)).collect::<Vec<_>>(),
-        "quorum": quorum,
-        "quorum_available": !s.voters.is_empty() && reachable >= quorum,
-    })
 }
 
 #[cfg(test)]

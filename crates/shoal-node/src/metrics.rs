@@ -49,7 +49,18 @@ fn labelled<T>(
     }
 }
 
-pub fn render(snap: &Snapshot) -> String {
+/// The Raft figures of a manager.
+pub struct RaftFigures {
+    pub term: u64,
+    pub is_leader: bool,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub voters: usize,
+    /// (peer, breaker state: 0 closed, 1 half-open, 2 open)
+    pub breakers: Vec<(String, u8)>,
+}
+
+pub fn render(snap: &Snapshot, raft: Option<&RaftFigures>) -> String {
     let s = &snap.stats;
     let states = [
         MemberState::Alive,
@@ -142,6 +153,46 @@ pub fn render(snap: &Snapshot) -> String {
         snap.members.iter().filter(|m| !m.is_self),
         |m| (m.id.clone(), m.phi),
     ));
+    if let Some(r) = raft {
+        families.push(single(
+            "shoal_raft_term",
+            "gauge",
+            "Current Raft term.",
+            r.term as f64,
+        ));
+        families.push(single(
+            "shoal_raft_is_leader",
+            "gauge",
+            "1 if this manager leads its group.",
+            f64::from(u8::from(r.is_leader)),
+        ));
+        families.push(single(
+            "shoal_raft_commit_index",
+            "gauge",
+            "Highest log index known committed.",
+            r.commit_index as f64,
+        ));
+        families.push(single(
+            "shoal_raft_applied_index",
+            "gauge",
+            "Highest log index applied to the state machine here.",
+            r.applied_index as f64,
+        ));
+        families.push(single(
+            "shoal_raft_voters",
+            "gauge",
+            "Voters in the group.",
+            r.voters as f64,
+        ));
+        families.push(labelled(
+            "shoal_raft_peer_breaker_state",
+            "gauge",
+            "Circuit breaker toward each Raft peer: 0 closed, 1 half-open, 2 open.",
+            "peer",
+            &r.breakers,
+            |(p, v)| (p.clone(), f64::from(*v)),
+        ));
+    }
     let mut out = String::with_capacity(4096);
     for f in families {
         let _ = writeln!(out, "# HELP {} {}", f.name, f.help);

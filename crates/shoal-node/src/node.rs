@@ -101,7 +101,12 @@ impl Node {
             dc: config.dc.clone(),
             tcp_addr,
             tags: config.tags.clone(),
-            lifecycle: Lifecycle::Active,
+            // A manager is syncing until it is a caught-up voter of its group.
+            lifecycle: if config.role == shoal_types::Role::Manager {
+                Lifecycle::Syncing
+            } else {
+                Lifecycle::Active
+            },
             version: started,
             build: VERSION.into(),
             cores: config.cores,
@@ -137,18 +142,17 @@ impl Node {
         // gRPC and the admin HTTP routes share the port: one hyper server, HTTP/1.1 and
         // HTTP/2 (gRPC) negotiated per connection.
         let raft = consensus::start(&config).await?;
-        if let Some(group) = &raft {
-            consensus::spawn_duties(&config, group.clone(), membership.clone());
+        if let Some(c) = &raft {
+            c.spawn_duties(config.bootstrap_expect, membership.clone());
         }
         let state = admin::AppState {
             membership: membership.clone(),
             raft: raft.clone(),
             dc: config.dc.clone(),
         };
-        let replica = raft.clone().map(|g| consensus::replica(&config, g));
         let app = admin::router(state).merge(grpc::routes(
             membership.clone(),
-            replica.map(|r| (r, consensus::identity(&config))),
+            raft.map(|c| (c.replica, consensus::identity(&config))),
         ));
         let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let http = tokio::spawn(async move {

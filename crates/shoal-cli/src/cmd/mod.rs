@@ -2,6 +2,7 @@
 
 pub mod dev;
 pub mod kv;
+pub mod managers;
 pub mod node;
 pub mod status;
 

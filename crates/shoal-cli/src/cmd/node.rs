@@ -2,14 +2,45 @@
 
 use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use shoal_node::Node;
 use shoal_types::{NodeConfig, PartialConfig, meta::parse_tag};
+
+/// `shoal node [FLAGS]` runs a node; `shoal node drain` acts on a running one.
+#[derive(Args, Debug)]
+#[command(args_override_self = true, args_conflicts_with_subcommands = true)]
+pub struct NodeCmd {
+    #[command(subcommand)]
+    action: Option<NodeAction>,
+    #[command(flatten)]
+    args: NodeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeAction {
+    /// Drain a manager: hand leadership over if it leads, then leave the voter set
+    /// (refused if the remaining voters could not form a quorum).
+    Drain {
+        /// The manager's TCP address.
+        #[arg(long, env = "SHOAL_ADDR", default_value = super::status::DEFAULT_ADDR)]
+        addr: String,
+    },
+}
+
+pub async fn command(cmd: NodeCmd) -> ExitCode {
+    match cmd.action {
+        None => run(cmd.args).await,
+        Some(NodeAction::Drain { addr }) => {
+            let client = shoal_client::AdminClient::new(addr)
+                .with_timeout(std::time::Duration::from_secs(30));
+            super::managers::report(client.drain().await)
+        }
+    }
+}
 
 /// Flags win over `SHOAL_*` environment variables, which win over the config file,
 /// which wins over the profile's defaults.
 #[derive(Args, Debug)]
-#[command(args_override_self = true)]
 pub struct NodeArgs {
     /// manager, gate or worker.
     #[arg(long, env = "SHOAL_ROLE")]

@@ -33,7 +33,10 @@ use shoal_proto::{
 use tokio_stream_compat::StreamExt;
 use tonic::{Request, Response, Status, Streaming, transport::Channel};
 
-use super::{GroupError, RaftGroup, ShoalRaft, SnapshotData};
+use super::{
+    GroupError, RaftGroup, ShoalRaft, SnapshotData,
+    replica::{CATCH_UP_TIMEOUT, MembershipChange, apply_change},
+};
 
 type C = ShoalRaft;
 
@@ -194,6 +197,15 @@ impl RaftRpc for RaftService {
         let outcome: Result<u64, GroupError> = self.group.read_index().await;
         Ok(Response::new(self.me.message(encode(&outcome)?)))
     }
+
+    async fn change_membership(
+        &self,
+        r: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let change: MembershipChange = self.me.open(r.get_ref())?;
+        let outcome: Result<(), GroupError> = apply_change(&self.group, change).await;
+        Ok(Response::new(self.me.message(encode(&outcome)?)))
+    }
 }
 
 /// Client side of the follower → leader calls (forwarded writes, read indexes). One
@@ -270,6 +282,20 @@ impl Forwarder {
         self.reply::<ProposeOutcome>(r, GroupError::Unknown { leader: None })?
     }
 
+    /// Asks the leader at `addr` to change the membership. Adding a member waits for
+    /// it to catch up, so this call is allowed the catch-up time.
+    pub async fn change_membership(
+        &self,
+        addr: &str,
+        change: &MembershipChange,
+    ) -> Result<(), GroupError> {
+        let mut client = self.client(addr)?;
+        let mut request = self.request(change)?;
+        request.set_timeout(CATCH_UP_TIMEOUT + self.timeout);
+        let r = client.change_membership(request).await;
+        self.reply::<Result<(), GroupError>>(r, GroupError::Unknown { leader: None })?
+    }
+
     /// Asks the leader at `addr` for a read index.
     pub async fn read_index(&self, addr: &str) -> Result<u64, GroupError> {
         let mut client = self.client(addr)?;
@@ -278,21 +304,60 @@ impl Forwarder {
     }
 }
 
-/// Creates a client per peer; all share this node's identity.
+/// Creates a client per peer; all share this node's identity. Every client of one peer
+/// shares that peer's circuit breaker (openraft opens several: replication, votes).
 #[derive(Clone, Debug)]
 pub struct GrpcNetwork {
     pub me: Identity,
     pub breaker: BreakerConfig,
     epoch: Instant,
+    breakers: Breakers,
+}
+
+/// The breakers of one node's peers, by Raft id: for status, metrics and /v1/quorum.
+#[derive(Clone, Debug, Default)]
+pub struct Breakers {
+    epoch: Option<Instant>,
+    by_peer: Arc<Mutex<std::collections::BTreeMap<u64, Arc<Mutex<CircuitBreaker>>>>>,
+}
+
+impl Breakers {
+    fn get(&self, peer: u64, config: BreakerConfig) -> Arc<Mutex<CircuitBreaker>> {
+        let mut by_peer = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+        by_peer
+            .entry(peer)
+            .or_insert_with(|| Arc::new(Mutex::new(CircuitBreaker::new(config))))
+            .clone()
+    }
+
+    /// Each peer's breaker state now.
+    pub fn states(&self) -> std::collections::BTreeMap<u64, BreakerState> {
+        let now = self.epoch.map_or(Duration::ZERO, |e| e.elapsed());
+        let by_peer = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+        by_peer
+            .iter()
+            .map(|(id, b)| (*id, b.lock().unwrap_or_else(|p| p.into_inner()).state(now)))
+            .collect()
+    }
 }
 
 impl GrpcNetwork {
     pub fn new(me: Identity, breaker: BreakerConfig) -> Self {
+        let epoch = Instant::now();
         Self {
             me,
             breaker,
-            epoch: Instant::now(),
+            epoch,
+            breakers: Breakers {
+                epoch: Some(epoch),
+                by_peer: Arc::default(),
+            },
         }
+    }
+
+    /// The peers' breakers (shared with every client this network creates).
+    pub fn breakers(&self) -> Breakers {
+        self.breakers.clone()
     }
 }
 
@@ -377,7 +442,7 @@ impl RaftNetworkFactory<C> for GrpcNetwork {
             client,
             me: self.me.clone(),
             target,
-            breaker: Arc::new(Mutex::new(CircuitBreaker::new(self.breaker))),
+            breaker: self.breakers.get(target, self.breaker),
             epoch: self.epoch,
         }
     }

@@ -32,4 +32,4 @@ pub(crate) fn io_error(e: impl std::fmt::Display) -> std::io::Error {
 }
 
 pub use raft_group::{Applied, GroupError, GroupOptions, GroupStatus, RaftGroup, RaftTiming};
-pub use replica::Replica;
+pub use replica::{MembershipChange, Replica};

@@ -101,6 +101,8 @@ pub struct GroupStatus {
     pub last_log_index: u64,
     /// Index the latest snapshot covers (0: none).
     pub snapshot_index: u64,
+    /// Log entries up to this index were compacted away (0: none).
+    pub purged_index: u64,
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
     /// In joint consensus (a membership change half done).
@@ -307,6 +309,29 @@ impl RaftGroup {
             .map_err(membership_error)
     }
 
+    /// On the leader: waits until member `id` has replicated everything committed when
+    /// the call started.
+    pub async fn await_caught_up(&self, id: u64, timeout: Duration) -> Result<(), GroupError> {
+        let target = self.status().commit_index;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let s = self.status();
+            if s.role != "leader" {
+                return Err(GroupError::NotLeader { leader: s.leader });
+            }
+            if s.matched.get(&id).is_some_and(|m| *m >= target) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(GroupError::Timeout {
+                    index: target,
+                    ms: timeout.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// On the leader: hands leadership to `to` (which must be a caught-up voter).
     pub async fn transfer_leader(&self, to: u64) -> Result<(), GroupError> {
         self.raft
@@ -353,6 +378,7 @@ impl RaftGroup {
             applied_index: m.last_applied.map_or(0, |c| c.index),
             last_log_index: m.last_log_index.unwrap_or(0),
             snapshot_index: m.snapshot.map_or(0, |c| c.index),
+            purged_index: m.purged.map_or(0, |c| c.index),
             voters: m.membership_config.voter_ids().collect(),
             learners: m.membership_config.membership().learner_ids().collect(),
             joint: m.membership_config.membership().get_joint_config().len() > 1,
