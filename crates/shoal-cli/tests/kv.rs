@@ -33,6 +33,7 @@ fn client(nodes: &[&Proc]) -> KvClient {
         KvOptions {
             attempt_timeout: Duration::from_secs(2),
             deadline: Duration::from_secs(30),
+            ..KvOptions::default()
         },
     )
     .expect("client")

@@ -57,6 +57,8 @@ pub struct KvOptions {
     pub attempt_timeout: Duration,
     /// The whole call, across servers and retries.
     pub deadline: Duration,
+    /// The first pause after every server failed once (it doubles up to 1 s).
+    pub retry_pause: Duration,
 }
 
 impl Default for KvOptions {
@@ -64,6 +66,7 @@ impl Default for KvOptions {
         Self {
             attempt_timeout: Duration::from_secs(3),
             deadline: Duration::from_secs(15),
+            retry_pause: Duration::from_millis(50),
         }
     }
 }
@@ -259,7 +262,7 @@ impl KvClient {
             tried_in_round += 1;
             if tried_in_round >= n {
                 tried_in_round = 0;
-                let p = capped_doubling(pause, Duration::from_millis(50), Duration::from_secs(1));
+                let p = capped_doubling(pause, self.options.retry_pause, Duration::from_secs(1));
                 pause = Some(p);
                 let left = self.options.deadline.saturating_sub(started.elapsed());
                 tokio::time::sleep(p.min(left)).await;

@@ -79,6 +79,14 @@ impl SqliteLog {
         Self::init(Connection::open_in_memory()?)
     }
 
+    /// A file log without fsync, for simulation: it survives its process being killed
+    /// (the OS keeps the writes), not the machine losing power.
+    pub fn open_unsynced(path: &Path) -> Result<Self, StoreError> {
+        let log = Self::open(path)?;
+        log.conn.pragma_update(None, "synchronous", "OFF")?;
+        Ok(log)
+    }
+
     fn init(conn: Connection) -> Result<Self, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;

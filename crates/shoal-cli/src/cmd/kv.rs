@@ -116,6 +116,7 @@ pub async fn run(args: KvArgs) -> ExitCode {
     let options = KvOptions {
         attempt_timeout: KvOptions::default().attempt_timeout.min(deadline),
         deadline,
+        ..KvOptions::default()
     };
     let client = match KvClient::new(&servers, options) {
         Ok(c) => c,

@@ -1,5 +1,6 @@
 //! An in-process Raft network for tests and simulation: messages go straight to the
-//! target's `Raft` handle; a node can be cut off to simulate a partition.
+//! target's `Raft` handle. Faults: a node cut off (both directions), a one-way block
+//! between two nodes, and seeded random loss of messages.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -16,6 +17,8 @@ use openraft::{
     },
 };
 
+use rand::{RngExt as _, SeedableRng, rngs::StdRng};
+
 use super::{ShoalRaft, SnapshotData};
 
 type C = ShoalRaft;
@@ -24,6 +27,10 @@ type C = ShoalRaft;
 struct Routes {
     nodes: BTreeMap<u64, Raft<C, super::state_machine::StateMachine>>,
     cut: BTreeSet<u64>,
+    /// (from, to) pairs whose messages are dropped.
+    blocked: BTreeSet<(u64, u64)>,
+    /// Probability that a message is lost, with its seeded generator.
+    loss: Option<(f64, StdRng)>,
 }
 
 /// All nodes of one in-process cluster.
@@ -49,6 +56,48 @@ impl Router {
         self.lock().nodes.remove(&id);
     }
 
+    /// Drops messages from `from` to `to` (one way) or lets them through again.
+    pub fn set_blocked(&self, from: u64, to: u64, blocked: bool) {
+        let mut r = self.lock();
+        if blocked {
+            r.blocked.insert((from, to));
+        } else {
+            r.blocked.remove(&(from, to));
+        }
+    }
+
+    /// Loses each message with probability `p` (0 turns loss off), drawn from a
+    /// generator seeded with `seed`.
+    pub fn set_loss(&self, p: f64, seed: u64) {
+        self.lock().loss = (p > 0.0).then(|| (p, StdRng::seed_from_u64(seed)));
+    }
+
+    /// Clears every partition, block and loss.
+    pub fn heal(&self) {
+        let mut r = self.lock();
+        r.cut.clear();
+        r.blocked.clear();
+        r.loss = None;
+    }
+
+    /// Whether a reply from `to` back to `from` gets through (the call itself happened).
+    fn reply_passes(&self, from: u64, to: u64) -> Result<(), Unreachable<C>> {
+        let mut r = self.lock();
+        if r.cut.contains(&from) || r.cut.contains(&to) || r.blocked.contains(&(to, from)) {
+            return Err(Unreachable::from_string(format!(
+                "{to} -> {from}: reply cut"
+            )));
+        }
+        if let Some((p, rng)) = &mut r.loss
+            && rng.random_bool(*p)
+        {
+            return Err(Unreachable::from_string(format!(
+                "{to} -> {from}: reply lost"
+            )));
+        }
+        Ok(())
+    }
+
     /// Cuts `id` off from everyone (both directions) or reconnects it.
     pub fn set_cut(&self, id: u64, cut: bool) {
         let mut r = self.lock();
@@ -68,11 +117,16 @@ impl Router {
         from: u64,
         to: u64,
     ) -> Result<Raft<C, super::state_machine::StateMachine>, Unreachable<C>> {
-        let r = self.lock();
-        if r.cut.contains(&from) || r.cut.contains(&to) {
+        let mut r = self.lock();
+        if r.cut.contains(&from) || r.cut.contains(&to) || r.blocked.contains(&(from, to)) {
             return Err(Unreachable::from_string(format!(
                 "{from} -> {to}: partitioned"
             )));
+        }
+        if let Some((p, rng)) = &mut r.loss
+            && rng.random_bool(*p)
+        {
+            return Err(Unreachable::from_string(format!("{from} -> {to}: lost")));
         }
         r.nodes
             .get(&to)
@@ -112,6 +166,12 @@ impl RouterClient {
             .target(self.from, self.to)
             .map_err(RPCError::Unreachable)
     }
+
+    fn reply(&self) -> Result<(), RPCError<C>> {
+        self.router
+            .reply_passes(self.from, self.to)
+            .map_err(RPCError::Unreachable)
+    }
 }
 
 /// A call that reached the peer's Raft but failed there (it is shutting down).
@@ -127,7 +187,9 @@ impl RaftNetworkV2<C> for RouterClient {
         rpc: AppendEntriesRequest<C>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
-        self.peer()?.append_entries(rpc).await.map_err(lost)
+        let reply = self.peer()?.append_entries(rpc).await.map_err(lost)?;
+        self.reply()?;
+        Ok(reply)
     }
 
     async fn vote(
@@ -135,7 +197,9 @@ impl RaftNetworkV2<C> for RouterClient {
         rpc: VoteRequest<C>,
         _option: RPCOption,
     ) -> Result<VoteResponse<C>, RPCError<C>> {
-        self.peer()?.vote(rpc).await.map_err(lost)
+        let reply = self.peer()?.vote(rpc).await.map_err(lost)?;
+        self.reply()?;
+        Ok(reply)
     }
 
     async fn pre_vote(
@@ -143,7 +207,9 @@ impl RaftNetworkV2<C> for RouterClient {
         rpc: VoteRequest<C>,
         _option: RPCOption,
     ) -> Result<VoteResponse<C>, RPCError<C>> {
-        self.peer()?.pre_vote(rpc).await.map_err(lost)
+        let reply = self.peer()?.pre_vote(rpc).await.map_err(lost)?;
+        self.reply()?;
+        Ok(reply)
     }
 
     async fn full_snapshot(

@@ -96,7 +96,11 @@ pub struct GroupStatus {
     pub term: u64,
     pub leader: Option<u64>,
     pub role: &'static str,
+    /// Highest index this member knows committed and holds.
     pub commit_index: u64,
+    /// Highest index known committed by a quorum (may lead `commit_index` on a member
+    /// that has not received those entries yet).
+    pub cluster_commit_index: u64,
     pub applied_index: u64,
     pub last_log_index: u64,
     /// Index the latest snapshot covers (0: none).
@@ -375,6 +379,7 @@ impl RaftGroup {
                 ServerState::Shutdown => "shutdown",
             },
             commit_index: m.local_committed.map_or(0, |c| c.index),
+            cluster_commit_index: m.cluster_committed.map_or(0, |c| c.index),
             applied_index: m.last_applied.map_or(0, |c| c.index),
             last_log_index: m.last_log_index.unwrap_or(0),
             snapshot_index: m.snapshot.map_or(0, |c| c.index),

@@ -1,0 +1,385 @@
+//! shoal vs etcd 3.4, side by side in one run: leader failover and write throughput.
+//!
+//! ```text
+//! shoal-kv-bench failover   --trials 50            # kill -9 leader -> first acked write
+//! shoal-kv-bench throughput --clients 1,64,256 --secs 10
+//! ```
+//! Both systems run 3 replicas on 127.0.0.1 with fsync on, each in a fresh temp dir.
+//! Failover trials alternate between the systems (shoal at its `local` profile, etcd at
+//! its defaults 100/1000 ms and at 50/250 ms). Results are printed as JSON lines and a
+//! markdown table.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use shoal_client::{AdminClient, KvClient, KvOptions};
+
+const VALUE_BYTES: usize = 256;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn shoal_bin() -> PathBuf {
+    arg("--shoal").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/release/shoal")),
+        PathBuf::from,
+    )
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum System {
+    Shoal,
+    /// etcd with (heartbeat ms, election timeout ms).
+    Etcd(u64, u64),
+}
+
+impl System {
+    fn label(self) -> String {
+        match self {
+            System::Shoal => "shoal (local: 50/250-500 ms)".into(),
+            System::Etcd(h, e) => format!("etcd 3.4 ({h}/{e} ms)"),
+        }
+    }
+}
+
+struct Cluster {
+    system: System,
+    dir: PathBuf,
+    procs: Vec<Option<Child>>,
+    /// Client endpoints (HOST:PORT).
+    endpoints: Vec<String>,
+    base: u16,
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("shoal-kvbench-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+impl Cluster {
+    fn new(system: System, base: u16) -> Self {
+        let tag = match system {
+            System::Shoal => "shoal".to_string(),
+            System::Etcd(h, e) => format!("etcd-{h}-{e}"),
+        };
+        let endpoints = (0..3)
+            .map(|i| format!("127.0.0.1:{}", base + 10 * i))
+            .collect();
+        let mut c = Cluster {
+            system,
+            dir: temp_dir(&tag),
+            procs: vec![None, None, None],
+            endpoints,
+            base,
+        };
+        for i in 0..3 {
+            c.start(i);
+        }
+        c
+    }
+
+    fn start(&mut self, i: usize) {
+        let port = self.base + 10 * i as u16;
+        let data = self.dir.join(format!("n{i}"));
+        let mut cmd = match self.system {
+            System::Shoal => {
+                let mut cmd = Command::new(shoal_bin());
+                let seeds: Vec<String> = self.endpoints.clone();
+                cmd.args(["node", "--role", "manager", "--profile", "local"])
+                    .args(["--id", &format!("m{i}")])
+                    .args(["--listen", &format!("127.0.0.1:{port}")])
+                    .args(["--seeds", &seeds.join(",")])
+                    .args(["--bootstrap-expect", "3"])
+                    .arg("--data-dir")
+                    .arg(&data)
+                    .env(
+                        "SHOAL_CLUSTER_KEY",
+                        "2222222222222222222222222222222222222222222222222222222222222222",
+                    );
+                cmd
+            }
+            System::Etcd(h, e) => {
+                let peer = |j: u16| format!("http://127.0.0.1:{}", self.base + 10 * j + 1);
+                let initial: Vec<String> = (0..3).map(|j| format!("e{j}={}", peer(j))).collect();
+                let mut cmd = Command::new("etcd");
+                cmd.args(["--name", &format!("e{i}")])
+                    .arg("--data-dir")
+                    .arg(&data)
+                    .args(["--listen-client-urls", &format!("http://127.0.0.1:{port}")])
+                    .args(["--advertise-client-urls", &format!("http://127.0.0.1:{port}")])
+                    .args(["--listen-peer-urls", &peer(i as u16)])
+                    .args(["--initial-advertise-peer-urls", &peer(i as u16)])
+                    .args(["--initial-cluster", &initial.join(",")])
+                    .args(["--initial-cluster-state", "new"])
+                    .args(["--heartbeat-interval", &h.to_string()])
+                    .args(["--election-timeout", &e.to_string()])
+                    .args(["--log-level", "error"]);
+                cmd
+            }
+        };
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn a replica (is etcd installed? bench/kv.sh installs it)");
+        self.procs[i] = Some(child);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Index of the leader, if one is known.
+    async fn leader(&self) -> Option<usize> {
+        for (i, ep) in self.endpoints.iter().enumerate() {
+            if self.procs[i].is_none() {
+                continue;
+            }
+            let is_leader = match self.system {
+                System::Shoal => AdminClient::new(ep.clone())
+                    .with_timeout(Duration::from_millis(300))
+                    .status()
+                    .await
+                    .ok()
+                    .and_then(|d| d.raft)
+                    .is_some_and(|r| r["role"] == "leader"),
+                System::Etcd(..) => {
+                    let opts = etcd_client::ConnectOptions::new()
+                        .with_connect_timeout(Duration::from_millis(300))
+                        .with_timeout(Duration::from_millis(300));
+                    match etcd_client::Client::connect([ep.as_str()], Some(opts)).await {
+                        Ok(mut c) => c.status().await.is_ok_and(|s| {
+                            s.header().is_some_and(|h| h.member_id() == s.leader())
+                        }),
+                        Err(_) => false,
+                    }
+                }
+            };
+            if is_leader {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Waits for a leader and a successful write through every live replica.
+    async fn healthy(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(Instant::now() < deadline, "{:?}: no healthy cluster in 60 s", self.system);
+            if let Some(l) = self.leader().await {
+                let mut all = true;
+                for i in 0..3 {
+                    let w = Writer::new(self.system, &[self.endpoints[i].clone()]).await;
+                    all &= w.put_once("health", Duration::from_millis(1000)).await;
+                }
+                if all {
+                    return l;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            self.kill(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One client connection to a system.
+enum Writer {
+    Shoal(KvClient),
+    Etcd(etcd_client::KvClient),
+}
+
+impl Writer {
+    async fn new(system: System, endpoints: &[String]) -> Writer {
+        match system {
+            System::Shoal => {
+                let options = KvOptions {
+                    attempt_timeout: Duration::from_millis(100),
+                    deadline: Duration::from_millis(100),
+                    retry_pause: Duration::from_millis(5),
+                };
+                Writer::Shoal(KvClient::new(endpoints, options).expect("shoal client"))
+            }
+            System::Etcd(..) => loop {
+                let opts = etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_millis(500))
+                    .with_timeout(Duration::from_millis(1000));
+                match etcd_client::Client::connect(endpoints, Some(opts)).await {
+                    Ok(c) => break Writer::Etcd(c.kv_client()),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            },
+        }
+    }
+
+    /// One write attempt; true if acknowledged within `timeout`.
+    async fn put_once(&self, key: &str, timeout: Duration) -> bool {
+        let value = vec![b'v'; VALUE_BYTES];
+        match self {
+            Writer::Shoal(c) => tokio::time::timeout(timeout, c.put(key, &value))
+                .await
+                .is_ok_and(|r| r.is_ok()),
+            Writer::Etcd(c) => {
+                let mut c = c.clone();
+                tokio::time::timeout(timeout, c.put(key, value, None))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            }
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+async fn failover(trials: usize) {
+    let systems = [System::Shoal, System::Etcd(100, 1000), System::Etcd(50, 250)];
+    let mut clusters: Vec<Cluster> = systems
+        .iter()
+        .enumerate()
+        .map(|(k, s)| Cluster::new(*s, 23000 + 100 * k as u16))
+        .collect();
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); systems.len()];
+    for t in 0..trials {
+        for (k, c) in clusters.iter_mut().enumerate() {
+            let leader = c.healthy().await;
+            let survivors: Vec<String> = (0..3)
+                .filter(|i| *i != leader)
+                .map(|i| c.endpoints[i].clone())
+                .collect();
+            let writer = Writer::new(c.system, &survivors).await;
+            c.kill(leader);
+            let t0 = Instant::now();
+            let mut n = 0u64;
+            loop {
+                n += 1;
+                if writer.put_once(&format!("f{t}-{n}"), Duration::from_millis(100)).await {
+                    break;
+                }
+                assert!(t0.elapsed() < Duration::from_secs(30), "no write in 30 s");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            samples[k].push(ms);
+            println!(
+                "{{\"bench\":\"failover\",\"system\":\"{}\",\"trial\":{t},\"ms\":{ms:.1}}}",
+                c.system.label()
+            );
+            c.start(leader);
+        }
+    }
+    println!("\n| system | trials | p50 | p99 | max |\n|---|---|---|---|---|");
+    for (k, s) in systems.iter().enumerate() {
+        let mut v = samples[k].clone();
+        v.sort_by(f64::total_cmp);
+        println!(
+            "| {} | {} | {:.0} ms | {:.0} ms | {:.0} ms |",
+            s.label(),
+            v.len(),
+            percentile(&v, 0.5),
+            percentile(&v, 0.99),
+            v.last().copied().unwrap_or(f64::NAN)
+        );
+    }
+}
+
+async fn throughput(clients: &[usize], secs: u64) {
+    let systems = [System::Shoal, System::Etcd(100, 1000)];
+    println!("\n| system | clients | writes/s | p50 | p99 |\n|---|---|---|---|---|");
+    for &n in clients {
+        for (k, s) in systems.iter().enumerate() {
+            let c = Cluster::new(*s, 24000 + 100 * k as u16);
+            let leader = c.healthy().await;
+            let ep = vec![c.endpoints[leader].clone()];
+            // Up to 8 connections, shared round-robin by the clients.
+            let mut writers = Vec::new();
+            for _ in 0..n.min(8) {
+                writers.push(Arc::new(Writer::new(*s, &ep).await));
+            }
+            let stop = Instant::now() + Duration::from_secs(secs);
+            let tasks: Vec<_> = (0..n)
+                .map(|i| {
+                    let w = writers[i % writers.len()].clone();
+                    tokio::spawn(async move {
+                        let mut lat = Vec::new();
+                        let mut j = 0u64;
+                        while Instant::now() < stop {
+                            let t = Instant::now();
+                            if w.put_once(&format!("t{i}-{j}"), Duration::from_secs(5)).await {
+                                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                            }
+                            j += 1;
+                        }
+                        lat
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.expect("client task"));
+            }
+            all.sort_by(f64::total_cmp);
+            let rate = all.len() as f64 / secs as f64;
+            let (p50, p99) = (percentile(&all, 0.5), percentile(&all, 0.99));
+            println!(
+                "{{\"bench\":\"throughput\",\"system\":\"{}\",\"clients\":{n},\"writes_per_s\":{rate:.0},\"p50_ms\":{p50:.2},\"p99_ms\":{p99:.2}}}",
+                s.label()
+            );
+            println!(
+                "| {} | {n} | {rate:.0} | {p50:.2} ms | {p99:.2} ms |",
+                s.label()
+            );
+        }
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let what = std::env::args().nth(1).unwrap_or_default();
+    match what.as_str() {
+        "failover" => {
+            let trials = arg("--trials").map_or(50, |t| t.parse().expect("--trials N"));
+            failover(trials).await;
+        }
+        "throughput" => {
+            let clients: Vec<usize> = arg("--clients")
+                .unwrap_or_else(|| "1,64,256".into())
+                .split(',')
+                .map(|c| c.parse().expect("--clients N,M,…"))
+                .collect();
+            let secs = arg("--secs").map_or(10, |s| s.parse().expect("--secs N"));
+            throughput(&clients, secs).await;
+        }
+        _ => {
+            eprintln!("usage: shoal-kv-bench failover [--trials N] | throughput [--clients 1,64,256] [--secs N] [--shoal PATH]");
+            std::process::exit(2);
+        }
+    }
+}
