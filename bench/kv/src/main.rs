@@ -130,7 +130,11 @@ impl Cluster {
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(if std::env::var_os("BENCH_CHILD_STDERR").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("spawn a replica (is etcd installed? bench/kv.sh installs it)");
         self.procs[i] = Some(child);

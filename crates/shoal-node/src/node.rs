@@ -156,6 +156,14 @@ impl Node {
         ));
         let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let http = tokio::spawn(async move {
+            // Small gRPC frames (Raft messages, KV answers) must not wait for Nagle's
+            // algorithm: without TCP_NODELAY a reply can sit 40 ms for a delayed ACK.
+            use axum::serve::ListenerExt as _;
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+            });
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {
                 let _ = stop_rx.await;
             });

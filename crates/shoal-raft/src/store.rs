@@ -60,6 +60,31 @@ pub const SCHEMA_VERSION: i64 = 1;
 #[derive(Debug)]
 pub struct SqliteLog {
     conn: Connection,
+    /// Dropping it stops the background checkpointer (file logs only).
+    _checkpointer: Option<std::sync::mpsc::Sender<()>>,
+}
+
+/// How often the background thread folds the WAL back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Checkpoints the WAL from its own connection and thread, so appends never pay for a
+/// checkpoint (SQLite's automatic one runs inside the committing write and stalls it).
+/// PASSIVE: it copies what no reader needs and never blocks the writer.
+fn spawn_checkpointer(path: &Path) -> Option<std::sync::mpsc::Sender<()>> {
+    let conn = Connection::open(path).ok()?;
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("shoal-wal-checkpoint".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(CHECKPOINT_EVERY)
+            {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+                }
+            }
+        });
+    spawned.ok().map(|_| tx)
 }
 
 const META_VOTE: &str = "vote";
@@ -71,7 +96,14 @@ impl SqliteLog {
     /// Opens (creating if needed) the log at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
-        Self::init(conn)
+        let mut log = Self::init(conn)?;
+        // The background thread checkpoints; SQLite's own would stall an append.
+        log.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        log._checkpointer = spawn_checkpointer(path);
+        if log._checkpointer.is_none() {
+            log.conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
+        }
+        Ok(log)
     }
 
     /// An in-memory log (tests and simulation): same code, no durability.
@@ -112,7 +144,10 @@ impl SqliteLog {
             SCHEMA_VERSION => {}
             other => return Err(StoreError::Schema(other)),
         }
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            _checkpointer: None,
+        })
     }
 
     /// (index, term) of the last entry in the log, or of the last purged one if the log
@@ -228,8 +263,17 @@ impl SqliteLog {
         meta_in(&self.conn, META_VOTE)
     }
 
+    /// Saves the commit index without waiting for the disk: Raft does not need it to be
+    /// durable (a restarted member learns it again), only to not run ahead of the log.
+    /// The next durable write (an append or a vote) makes it durable too.
     pub fn save_committed(&mut self, committed: &[u8]) -> Result<(), StoreError> {
-        self.write_one(Write::Committed(committed.to_vec()))
+        let synchronous: i64 = self
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))?;
+        self.conn.pragma_update(None, "synchronous", "OFF")?;
+        let result = self.write_one(Write::Committed(committed.to_vec()));
+        self.conn.pragma_update(None, "synchronous", synchronous)?;
+        result
     }
 
     pub fn committed(&self) -> Result<Option<Vec<u8>>, StoreError> {

@@ -138,7 +138,9 @@ impl RaftLogStorage<C> for LogStore {
                 payload: encode(&e)?,
             });
         }
-        let result = self.lock().append(&records).map_err(io_error);
+        // The fsync blocks this thread: let the runtime move its other tasks elsewhere.
+        // The fsync blocks this thread: let the runtime move its other tasks elsewhere.
+        let result = blocking(|| self.lock().append(&records).map_err(io_error));
         callback.io_completed(result.as_ref().map(|_| ()).map_err(io_error));
         result
     }
@@ -175,4 +177,13 @@ fn log_id_at(log: &SqliteLog, index: u64, purged: bool) -> Result<LogIdOf<C>, io
         .ok_or_else(|| invalid_data(format!("entry {index} missing")))?;
     let entry: EntryOf<C> = decode(&rec.payload)?;
     Ok(entry.log_id)
+}
+
+/// Runs disk work that blocks: in place on a multi-threaded runtime (its other tasks
+/// move to another worker meanwhile), directly on a single-threaded one (simulation).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }

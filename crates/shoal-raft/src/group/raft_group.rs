@@ -117,12 +117,22 @@ pub struct GroupStatus {
     pub millis_since_quorum_ack: Option<u64>,
 }
 
+/// Proposals waiting for the batcher.
+type Pending = (
+    Request,
+    tokio::sync::oneshot::Sender<Result<Applied, GroupError>>,
+);
+
+/// Most proposals handed to Raft as one batch (one log append, one fsync).
+const PROPOSAL_BATCH_MAX: usize = 512;
+
 /// One member of a Raft group.
 #[derive(Clone)]
 pub struct RaftGroup {
     id: u64,
     raft: Raft<ShoalRaft, StateMachine>,
     state: StateMachine,
+    proposals: tokio::sync::mpsc::Sender<Pending>,
 }
 
 impl std::fmt::Debug for RaftGroup {
@@ -168,7 +178,14 @@ impl RaftGroup {
         let raft = Raft::new(id, config, network, store, state.clone())
             .await
             .map_err(|e| GroupError::Fatal(e.to_string()))?;
-        Ok(Self { id, raft, state })
+        let (proposals, queue) = tokio::sync::mpsc::channel(4 * PROPOSAL_BATCH_MAX);
+        tokio::spawn(batch_proposals(raft.clone(), queue));
+        Ok(Self {
+            id,
+            raft,
+            state,
+            proposals,
+        })
     }
 
     pub fn id(&self) -> u64 {
@@ -189,25 +206,17 @@ impl RaftGroup {
         }
     }
 
-    /// Proposes a request; returns once it is committed and applied here.
+    /// Proposes a request; returns once it is committed and applied here. Concurrent
+    /// proposals are handed to Raft in batches: one log append (one fsync) per batch on
+    /// the leader and on each follower.
     pub async fn propose(&self, request: Request) -> Result<Applied, GroupError> {
-        match self.raft.client_write(request).await {
-            Ok(w) => Ok(Applied {
-                index: LogIndex(w.log_id.index),
-                term: w.log_id.leader_id.term,
-                response: w.data,
-            }),
-            Err(e) => Err(match e.into_api_error() {
-                Some(ClientWriteError::ForwardToLeader(f)) => GroupError::NotLeader {
-                    leader: f.leader_id,
-                },
-                Some(ClientWriteError::LogEntryDiscarded(f)) => GroupError::Unknown {
-                    leader: f.leader_id,
-                },
-                Some(other) => GroupError::Fatal(other.to_string()),
-                None => GroupError::Fatal("raft stopped".into()),
-            }),
-        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.proposals
+            .send((request, tx))
+            .await
+            .map_err(|_| GroupError::Fatal("raft stopped".into()))?;
+        rx.await
+            .map_err(|_| GroupError::Fatal("raft stopped".into()))?
     }
 
     /// Waits until this member's state reflects every write committed before the call
@@ -423,5 +432,63 @@ fn membership_error(
         Some(ClientWriteError::ChangeMembershipError(c)) => GroupError::Membership(c.to_string()),
         Some(other) => GroupError::Fatal(other.to_string()),
         None => GroupError::Fatal("raft stopped".into()),
+    }
+}
+
+fn write_error(e: ClientWriteError<ShoalRaft>) -> GroupError {
+    match e {
+        ClientWriteError::ForwardToLeader(f) => GroupError::NotLeader {
+            leader: f.leader_id,
+        },
+        ClientWriteError::LogEntryDiscarded(f) => GroupError::Unknown {
+            leader: f.leader_id,
+        },
+        other => GroupError::Fatal(other.to_string()),
+    }
+}
+
+/// Takes what proposals are queued (at least one, at most `PROPOSAL_BATCH_MAX`), hands
+/// them to Raft in one call, and moves on while that batch commits: what arrives
+/// meanwhile forms the next batch (group commit).
+async fn batch_proposals(
+    raft: Raft<ShoalRaft, StateMachine>,
+    mut queue: tokio::sync::mpsc::Receiver<Pending>,
+) {
+    use futures_util::StreamExt;
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < PROPOSAL_BATCH_MAX {
+            match queue.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let (requests, waiters): (Vec<Request>, Vec<_>) = batch.into_iter().unzip();
+        match raft.client_write_many(requests).await {
+            Ok(mut results) => {
+                tokio::spawn(async move {
+                    let mut waiters = waiters.into_iter();
+                    while let Some(result) = results.next().await {
+                        let Some(w) = waiters.next() else { break };
+                        let outcome = match result {
+                            Ok(Ok(r)) => Ok(Applied {
+                                index: LogIndex(r.log_id.index),
+                                term: r.log_id.leader_id.term,
+                                response: r.response,
+                            }),
+                            Ok(Err(e)) => Err(write_error(e)),
+                            Err(fatal) => Err(GroupError::Fatal(fatal.to_string())),
+                        };
+                        let _ = w.send(outcome);
+                    }
+                    // Waiters left without an answer hear that Raft stopped.
+                });
+            }
+            Err(fatal) => {
+                for w in waiters {
+                    let _ = w.send(Err(GroupError::Fatal(fatal.to_string())));
+                }
+            }
+        }
     }
 }
