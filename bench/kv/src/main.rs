@@ -44,8 +44,8 @@ enum System {
 impl System {
     fn label(self) -> String {
         match self {
-            System::Shoal => "shoal (local: 50/250-500 ms)".into(),
-            System::Etcd(h, e) => format!("etcd 3.4 ({h}/{e} ms)"),
+            System::Shoal => "shoal (local: hb 50 ms, election 220-300 ms)".into(),
+            System::Etcd(h, e) => format!("etcd 3.4 (hb {h} ms, election {e}-{} ms)", 2 * e),
         }
     }
 }

@@ -124,8 +124,10 @@ fn managers_join_drain_leave_and_return() {
         .iter()
         .filter(|n| n.id != gone && n.id != leader)
         .collect();
-    wait_for("the others see the dead voter", LONG, || {
-        state_of(alive[0], &gone).is_some_and(|s| s != shoal_types::MemberState::Alive)
+    wait_for("both others see the dead voter", LONG, || {
+        alive
+            .iter()
+            .all(|a| state_of(a, &gone).is_some_and(|s| s != shoal_types::MemberState::Alive))
     });
     let (code, _, err) = cli(&["node", "drain", "--addr", &alive[1].tcp.to_string()]);
     assert_eq!(code, 1);

@@ -23,7 +23,7 @@ use shoal_membership::{MembershipHandle, Snapshot};
 use shoal_raft::{
     SqliteLog,
     group::{
-        MembershipChange, RaftGroup, RaftTiming, Replica,
+        GroupError, MembershipChange, RaftGroup, RaftTiming, Replica,
         grpc::{Breakers, Forwarder, GrpcNetwork, Identity},
     },
 };
@@ -52,6 +52,9 @@ pub enum ConsensusError {
 /// KV prefix of managers removed with `shoal managers remove`: the leader does not add
 /// them back on its own (`shoal managers add` clears the mark).
 pub const REMOVED_PREFIX: &str = "_shoal/managers/removed/";
+
+/// How long a membership change waits for a leader to be elected.
+const ELECTION_PATIENCE: Duration = Duration::from_secs(10);
 
 /// How long a forwarded call (write or read index) to the leader may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -303,17 +306,28 @@ impl Consensus {
             }
         }
         loop {
-            match self
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = self
                 .replica
-                .change_membership(MembershipChange::Remove { id: me })
-                .await
-            {
+                .change_membership(MembershipChange::Remove { id: me });
+            let outcome =
+                tokio::time::timeout(left, attempt)
+                    .await
+                    .unwrap_or(Err(GroupError::Timeout {
+                        index: 0,
+                        ms: left.as_millis() as u64,
+                    }));
+            match outcome {
                 Ok(()) => {
                     return Ok(format!("{} left the voter set of {}", self.me, self.dc));
                 }
                 Err(e) if tokio::time::Instant::now() >= deadline => {
+                    if self.group().status().voters.contains(&me) {
+                        // Still counted: say so in gossip again (retry the drain later).
+                        self.draining.store(false, Ordering::SeqCst);
+                    }
                     return Err(ChangeError::Unavailable(format!(
-                        "could not leave the voter set: {e}"
+                        "could not leave the voter set within 15 s: {e}"
                     )));
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -338,10 +352,8 @@ impl Consensus {
             id: raft_id(id),
             addr: addr.to_string(),
         };
-        self.replica
-            .change_membership(change)
-            .await
-            .map_err(|e| ChangeError::Unavailable(e.to_string()))?;
+        self.retry_while_electing(|| self.replica.change_membership(change.clone()))
+            .await?;
         Ok(format!("{id} is a voter of {}", self.dc))
     }
 
@@ -366,22 +378,47 @@ impl Consensus {
             value: Vec::new(),
         })
         .await?;
-        self.replica
-            .change_membership(MembershipChange::Remove { id: rid })
-            .await
-            .map_err(|e| ChangeError::Unavailable(e.to_string()))?;
+        self.retry_while_electing(|| {
+            self.replica
+                .change_membership(MembershipChange::Remove { id: rid })
+        })
+        .await?;
         Ok(format!("{id} left the {} group", self.dc))
     }
 
     async fn write_kv(&self, command: KvCommand) -> Result<(), ChangeError> {
-        self.replica
-            .write(Request {
-                client: None,
-                command: Command::Kv(command),
-            })
+        let request = Request {
+            client: None,
+            command: Command::Kv(command),
+        };
+        // Put and delete of a marker key: applying one twice is harmless.
+        self.retry_while_electing(|| async { self.replica.write(request.clone()).await.map(drop) })
             .await
-            .map(drop)
-            .map_err(|e| ChangeError::Unavailable(e.to_string()))
+    }
+
+    /// Runs `op`, again while the group has no reachable leader (an election, or a
+    /// leader change under way), for up to `ELECTION_PATIENCE`.
+    async fn retry_while_electing<F, Fut>(&self, mut op: F) -> Result<(), ChangeError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), GroupError>>,
+    {
+        let deadline = tokio::time::Instant::now() + ELECTION_PATIENCE;
+        loop {
+            match op().await {
+                Ok(()) => return Ok(()),
+                Err(e @ (GroupError::NotLeader { .. } | GroupError::Unknown { .. }))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(error = %e, "no leader yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e @ GroupError::Membership(_)) => {
+                    return Err(ChangeError::Refused(e.to_string()));
+                }
+                Err(e) => return Err(ChangeError::Unavailable(e.to_string())),
+            }
+        }
     }
 
     /// Figures for /metrics.

@@ -363,7 +363,9 @@ pub struct NodeConfig {
     pub cluster_id: String,
 }
 
-/// Raft timing per profile (DESIGN §Timing profiles).
+/// Raft timing per profile (DESIGN §Timing profiles). The election window is when a
+/// follower that stopped hearing from its leader starts an election, counted from the
+/// last heartbeat (the leader lease included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RaftTimingConfig {
     pub heartbeat_ms: u64,
@@ -374,9 +376,9 @@ pub struct RaftTimingConfig {
 impl RaftTimingConfig {
     pub fn for_profile(profile: Profile) -> Self {
         let (heartbeat_ms, election_min_ms, election_max_ms) = match profile {
-            Profile::Local => (50, 250, 500),
-            Profile::Lan => (100, 1_000, 2_000),
-            Profile::Wan => (300, 3_000, 6_000),
+            Profile::Local => (50, 220, 300),
+            Profile::Lan => (100, 1_300, 2_000),
+            Profile::Wan => (300, 4_000, 6_000),
         };
         Self {
             heartbeat_ms,

@@ -139,7 +139,6 @@ impl RaftLogStorage<C> for LogStore {
             });
         }
         // The fsync blocks this thread: let the runtime move its other tasks elsewhere.
-        // The fsync blocks this thread: let the runtime move its other tasks elsewhere.
         let result = blocking(|| self.lock().append(&records).map_err(io_error));
         callback.io_completed(result.as_ref().map(|_| ()).map_err(io_error));
         result

@@ -16,7 +16,8 @@ use shoal_state::{LogIndex, Request, Response, State};
 use super::{ShoalRaft, SnapshotData, log_store::LogStore, state_machine::StateMachine};
 use crate::store::SqliteLog;
 
-/// Raft timing, from the node's profile.
+/// Raft timing, from the node's profile. The election window counts from a follower's
+/// last heartbeat to the moment it starts an election, leader lease included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RaftTiming {
     pub heartbeat_ms: u64,
@@ -25,12 +26,28 @@ pub struct RaftTiming {
 }
 
 impl RaftTiming {
-    /// DESIGN §Timing profiles: local.
+    /// The `local` profile: heartbeat 50 ms, elections 220–300 ms after the last one.
     pub const LOCAL: RaftTiming = RaftTiming {
         heartbeat_ms: 50,
-        election_min_ms: 250,
-        election_max_ms: 500,
+        election_min_ms: 220,
+        election_max_ms: 300,
     };
+
+    /// openraft's (election_timeout_min, election_timeout_max). openraft lets a
+    /// follower's election timer run only after a leader lease equal to
+    /// `election_timeout_max`, so an election starts `max + uniform(min, max)` after the
+    /// last heartbeat: our window [a, b] maps to max = b / 2, min = a - b / 2.
+    pub fn openraft_window(&self) -> Result<(u64, u64), GroupError> {
+        let max = self.election_max_ms / 2;
+        let min = self.election_min_ms.saturating_sub(max);
+        if min <= self.heartbeat_ms || min >= max {
+            return Err(GroupError::Config(format!(
+                "election window {}-{} ms with heartbeat {} ms: need heartbeat < window_min - window_max/2 < window_max/2",
+                self.election_min_ms, self.election_max_ms, self.heartbeat_ms
+            )));
+        }
+        Ok((min, max))
+    }
 }
 
 /// How a group runs: its timing and when it compacts its log.
@@ -125,6 +142,8 @@ type Pending = (
 
 /// Most proposals handed to Raft as one batch (one log append, one fsync).
 const PROPOSAL_BATCH_MAX: usize = 512;
+/// Batches handed to Raft and not yet committed, at most.
+const PROPOSAL_BATCHES_IN_FLIGHT: usize = 2;
 
 /// One member of a Raft group.
 #[derive(Clone)]
@@ -155,14 +174,15 @@ impl RaftGroup {
     {
         let options = options.into();
         let timing = options.timing;
+        let (election_min, election_max) = timing.openraft_window()?;
         let config = Config {
             cluster_name: "shoal".into(),
             heartbeat_interval: timing.heartbeat_ms,
-            election_timeout_min: timing.election_min_ms,
-            election_timeout_max: timing.election_max_ms,
+            election_timeout_min: election_min,
+            election_timeout_max: election_max,
             enable_pre_vote: Some(true),
             // A leader that cannot hear from a majority stops acting as one.
-            quorum_loss_probe_interval: Some(2 * timing.election_max_ms),
+            quorum_loss_probe_interval: Some(2 * election_max),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every.max(1)),
             max_in_snapshot_log_to_keep: options.keep_behind_snapshot,
             ..Default::default()
@@ -455,7 +475,13 @@ async fn batch_proposals(
     mut queue: tokio::sync::mpsc::Receiver<Pending>,
 ) {
     use futures_util::StreamExt;
+    // At most this many batches in flight: while they commit, new proposals queue up
+    // and leave as one larger batch (one append, one fsync) instead of many small ones.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(PROPOSAL_BATCHES_IN_FLIGHT));
     while let Some(first) = queue.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
         let mut batch = vec![first];
         while batch.len() < PROPOSAL_BATCH_MAX {
             match queue.try_recv() {
@@ -467,6 +493,7 @@ async fn batch_proposals(
         match raft.client_write_many(requests).await {
             Ok(mut results) => {
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let mut waiters = waiters.into_iter();
                     while let Some(result) = results.next().await {
                         let Some(w) = waiters.next() else { break };
@@ -490,5 +517,27 @@ async fn batch_proposals(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_map_to_openraft_windows() {
+        assert_eq!(RaftTiming::LOCAL.openraft_window(), Ok((70, 150)));
+        let lan = RaftTiming {
+            heartbeat_ms: 100,
+            election_min_ms: 1_300,
+            election_max_ms: 2_000,
+        };
+        assert_eq!(lan.openraft_window(), Ok((300, 1_000)));
+        let bad = RaftTiming {
+            heartbeat_ms: 50,
+            election_min_ms: 250,
+            election_max_ms: 500,
+        };
+        assert!(matches!(bad.openraft_window(), Err(GroupError::Config(_))));
     }
 }
