@@ -67,13 +67,7 @@ fn read_all(rt: &tokio::runtime::Runtime, c: &KvClient) -> (BTreeMap<String, (St
 #[test]
 fn acknowledged_writes_survive_leader_kill_and_full_restart() {
     let mut nodes = start_managers();
-    let mut leader = String::new();
-    wait_for("one leader agreed by all three", LONG, || {
-        agreed_leader(&nodes.iter().collect::<Vec<_>>()).is_some_and(|l| {
-            leader = l;
-            true
-        })
-    });
+    let leader = wait_for_leader(&nodes);
     let rt = multi_rt();
     let _in_rt = rt.enter(); // clients connect lazily from the runtime
     let c = Arc::new(client(&nodes.iter().collect::<Vec<_>>()));

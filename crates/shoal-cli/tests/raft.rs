@@ -14,13 +14,7 @@ const LONG: Duration = Duration::from_secs(30);
 #[test]
 fn managers_bootstrap_fail_over_and_recover() {
     let mut nodes = start_managers();
-    let mut leader = String::new();
-    wait_for("one leader agreed by all three", LONG, || {
-        agreed_leader(&nodes.iter().collect::<Vec<_>>()).is_some_and(|l| {
-            leader = l;
-            true
-        })
-    });
+    let leader = wait_for_leader(&nodes);
     let doc = status(&nodes[0]).unwrap();
     let raft = doc.raft.unwrap();
     assert_eq!(raft["voters"].as_array().unwrap().len(), 3);

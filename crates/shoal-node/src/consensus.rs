@@ -18,13 +18,13 @@ use std::{
 };
 
 use serde_json::json;
-use shoal_client::{BreakerConfig, BreakerState};
+use shoal_client::BreakerState;
 use shoal_membership::{MembershipHandle, Snapshot};
 use shoal_raft::{
     SqliteLog,
     group::{
         GroupError, MembershipChange, RaftGroup, RaftTiming, Replica,
-        grpc::{Breakers, Forwarder, GrpcNetwork, Identity},
+        grpc::{Breakers, Forwarder, GrpcNetwork, Identity, peer_breaker},
     },
 };
 use shoal_state::{Command, KvCommand, Request};
@@ -87,7 +87,7 @@ pub async fn start(config: &NodeConfig) -> Result<Option<Consensus>, ConsensusEr
         election_min_ms: config.raft.election_min_ms,
         election_max_ms: config.raft.election_max_ms,
     };
-    let network = GrpcNetwork::new(identity(config), peer_breaker(timing));
+    let network = GrpcNetwork::new(identity(config), peer_breaker(&timing));
     let breakers = network.breakers();
     let group = RaftGroup::start(raft_id(config.id.as_str()), timing, log, network).await?;
     let replica = Replica::new(
@@ -103,16 +103,6 @@ pub async fn start(config: &NodeConfig) -> Result<Option<Consensus>, ConsensusEr
         draining: Arc::default(),
         adding: Arc::default(),
     }))
-}
-
-/// The breaker in front of each Raft peer. Opening after 3 errors in 30 s is the
-/// predecessor's rule; the retry comes after one minimum election timeout instead of
-/// 10 s, so a peer that was briefly unreachable can vote in the next election.
-pub fn peer_breaker(timing: RaftTiming) -> BreakerConfig {
-    BreakerConfig {
-        half_open_after: Duration::from_millis(timing.election_min_ms),
-        ..BreakerConfig::default()
-    }
 }
 
 /// The group this node serves: its DC's managers, in its cluster.

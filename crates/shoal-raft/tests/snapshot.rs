@@ -5,12 +5,11 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 
-use shoal_client::BreakerConfig;
 use shoal_raft::{
     SqliteLog,
     group::{
         GroupOptions, RaftGroup, RaftTiming,
-        grpc::{GrpcNetwork, Identity, service},
+        grpc::{GrpcNetwork, Identity, peer_breaker, service},
     },
 };
 use shoal_state::{Command, KvCommand, Request};
@@ -50,7 +49,7 @@ struct Member {
 
 async fn start(id: u64, path: &Path, listener: TcpListener) -> Member {
     let log = SqliteLog::open(path).unwrap();
-    let network = GrpcNetwork::new(me(), BreakerConfig::default());
+    let network = GrpcNetwork::new(me(), peer_breaker(&RaftTiming::LOCAL));
     let group = RaftGroup::start(id, options(), log, network).await.unwrap();
     let (stop, rx) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -165,7 +164,7 @@ async fn snapshots_compact_the_log_stream_to_a_newcomer_and_survive_restart() {
         follower,
         options(),
         SqliteLog::open(&path(follower)).unwrap(),
-        GrpcNetwork::new(me(), BreakerConfig::default()),
+        GrpcNetwork::new(me(), peer_breaker(&RaftTiming::LOCAL)),
     )
     .await
     .unwrap();

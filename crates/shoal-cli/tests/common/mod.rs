@@ -241,3 +241,15 @@ pub fn agreed_leader(nodes: &[&Proc]) -> Option<String> {
     let first = views.first()?.0.clone();
     views.iter().all(|v| v.0 == first).then_some(first)
 }
+
+/// Waits until all `nodes` agree on one leader and returns its id.
+pub fn wait_for_leader(nodes: &[Proc]) -> String {
+    let mut leader = String::new();
+    wait_for("one leader agreed by all", Duration::from_secs(30), || {
+        agreed_leader(&nodes.iter().collect::<Vec<_>>()).is_some_and(|l| {
+            leader = l;
+            true
+        })
+    });
+    leader
+}

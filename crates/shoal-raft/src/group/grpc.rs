@@ -304,6 +304,16 @@ impl Forwarder {
     }
 }
 
+/// The breaker in front of each Raft peer. Opening after 3 errors in 30 s is the
+/// predecessor's rule; the retry comes after one minimum election window instead of
+/// 10 s, so a peer that was briefly unreachable can vote in the next election.
+pub fn peer_breaker(timing: &super::RaftTiming) -> BreakerConfig {
+    BreakerConfig {
+        half_open_after: Duration::from_millis(timing.election_min_ms),
+        ..BreakerConfig::default()
+    }
+}
+
 /// Creates a client per peer; all share this node's identity. Every client of one peer
 /// shares that peer's circuit breaker (openraft opens several: replication, votes).
 #[derive(Clone, Debug)]

@@ -80,20 +80,19 @@ impl Router {
         r.loss = None;
     }
 
-    /// Whether a reply from `to` back to `from` gets through (the call itself happened).
-    fn reply_passes(&self, from: u64, to: u64) -> Result<(), Unreachable<C>> {
+    /// Whether a message from `from` to `to` gets through: not partitioned, not
+    /// blocked one way, not lost.
+    fn passes(&self, from: u64, to: u64) -> Result<(), Unreachable<C>> {
         let mut r = self.lock();
-        if r.cut.contains(&from) || r.cut.contains(&to) || r.blocked.contains(&(to, from)) {
+        if r.cut.contains(&from) || r.cut.contains(&to) || r.blocked.contains(&(from, to)) {
             return Err(Unreachable::from_string(format!(
-                "{to} -> {from}: reply cut"
+                "{from} -> {to}: partitioned"
             )));
         }
         if let Some((p, rng)) = &mut r.loss
             && rng.random_bool(*p)
         {
-            return Err(Unreachable::from_string(format!(
-                "{to} -> {from}: reply lost"
-            )));
+            return Err(Unreachable::from_string(format!("{from} -> {to}: lost")));
         }
         Ok(())
     }
@@ -117,18 +116,9 @@ impl Router {
         from: u64,
         to: u64,
     ) -> Result<Raft<C, super::state_machine::StateMachine>, Unreachable<C>> {
-        let mut r = self.lock();
-        if r.cut.contains(&from) || r.cut.contains(&to) || r.blocked.contains(&(from, to)) {
-            return Err(Unreachable::from_string(format!(
-                "{from} -> {to}: partitioned"
-            )));
-        }
-        if let Some((p, rng)) = &mut r.loss
-            && rng.random_bool(*p)
-        {
-            return Err(Unreachable::from_string(format!("{from} -> {to}: lost")));
-        }
-        r.nodes
+        self.passes(from, to)?;
+        self.lock()
+            .nodes
             .get(&to)
             .cloned()
             .ok_or_else(|| Unreachable::from_string(format!("node {to} is not running")))
@@ -169,7 +159,7 @@ impl RouterClient {
 
     fn reply(&self) -> Result<(), RPCError<C>> {
         self.router
-            .reply_passes(self.from, self.to)
+            .passes(self.to, self.from)
             .map_err(RPCError::Unreachable)
     }
 }
