@@ -42,9 +42,33 @@ pub fn routes(membership: MembershipHandle, raft: Option<(Replica, Identity)>) -
             router
                 .route_service(&service_path::<RaftServer<RaftService>>(), raft)
                 .route_service(&service_path::<KvServer<crate::kv::KvService>>(), kv)
+                .layer(axum::middleware::map_response(oversized_is_invalid))
         }
         None => router,
     }
+}
+
+/// tonic refuses a request over the message limit with OUT_OF_RANGE before any handler
+/// runs; to a client that is bad input like any other: INVALID_ARGUMENT naming the limit.
+async fn oversized_is_invalid(mut res: axum::response::Response) -> axum::response::Response {
+    let headers = res.headers_mut();
+    let out_of_range = headers.get("grpc-status").is_some_and(|v| v == "11");
+    let too_large = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .is_some_and(|m| m.contains("too") && m.contains("large"));
+    if out_of_range && too_large {
+        let message = format!(
+            "request: larger than the {GRPC_MESSAGE_BYTES_MAX}-byte message limit (key at most {} bytes, value at most {} bytes)",
+            shoal_state::kv::KEY_BYTES_MAX,
+            shoal_state::kv::VALUE_BYTES_MAX
+        );
+        headers.insert("grpc-status", axum::http::HeaderValue::from_static("3"));
+        if let Ok(v) = axum::http::HeaderValue::from_str(&message) {
+            headers.insert("grpc-message", v);
+        }
+    }
+    res
 }
 
 fn service_path<S: NamedService>() -> String {
