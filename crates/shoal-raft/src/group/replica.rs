@@ -51,20 +51,21 @@ impl Replica {
     /// Commits `request` through the leader, wherever it is. `NotLeader { leader: None }`
     /// means no leader is known right now (an election is running): retry shortly.
     pub async fn write(&self, request: Request) -> Result<Applied, GroupError> {
-        match self.group.propose(request.clone()).await {
-            Err(GroupError::NotLeader { leader }) => {
-                let Some(addr) = self.remote_leader(leader) else {
-                    return Err(GroupError::NotLeader { leader });
-                };
-                let (index, term, response) = self.forwarder.propose(&addr, &request).await?;
-                Ok(Applied {
-                    index: LogIndex(index),
-                    term,
-                    response,
-                })
-            }
-            other => other,
-        }
+        // Forward straight away when another member leads; otherwise propose here (the
+        // request is not copied on the leader's hot path).
+        let addr = match self.group.leader() {
+            Some((l, _)) if l != self.group.id() => self.group.member_addr(l),
+            _ => None,
+        };
+        let Some(addr) = addr else {
+            return self.group.propose(request).await;
+        };
+        let (index, term, response) = self.forwarder.propose(&addr, &request).await?;
+        Ok(Applied {
+            index: LogIndex(index),
+            term,
+            response,
+        })
     }
 
     /// Returns once this member's state reflects every write committed before the call.
