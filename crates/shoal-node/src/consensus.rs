@@ -193,7 +193,10 @@ impl Consensus {
                     let update = membership.update_meta(move |m| {
                         m.leader_term = hint.as_ref().map_or(0, |h| h.1);
                         m.leader_hint = hint.map(|h| h.0);
-                        m.lifecycle = lifecycle;
+                        // Leaving (the node is shutting down) is final.
+                        if m.lifecycle != Lifecycle::Leaving {
+                            m.lifecycle = lifecycle;
+                        }
                     });
                     if update.await.is_err() {
                         return;
