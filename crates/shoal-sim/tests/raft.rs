@@ -10,9 +10,10 @@
 //! - replicas that applied the same log prefix hold identical state (so every replica
 //!   applies the same sequence, and no committed entry changes);
 //! - every acknowledged write is present on every replica that applied its index;
-//! - a minority side of a partition never learns a commit beyond what was committed
-//!   when the partition began (give or take the 20 ms in which messages sent before the
-//!   cut still land and Raft's metrics catch up);
+//! - a minority side of a partition never commits an entry proposed after the cut: its
+//!   commit index stays at or below the newest entry it held when the partition began
+//!   (give or take the 20 ms in which messages sent before the cut still land and Raft's
+//!   metrics catch up; members that crash during the partition are not watched);
 //! - at the end, after healing: every write acknowledged, each applied exactly once,
 //!   all replicas equal.
 //!
@@ -40,9 +41,9 @@ use shoal_raft::{
 use shoal_state::{ClientTag, Command, KvCommand, Request, State};
 
 const STEPS: usize = 24;
-/// Raft's metrics trail its state by a moment, and messages sent just before a partition
-/// still arrive: for this long after the cut the minority's bound follows the highest
-/// commit index any member reports; after it, the bound is fixed.
+/// Raft's metrics trail its state, and what was sent just before a partition still
+/// lands: for this long after the cut the minority's bound follows the newest entry its
+/// members report; after it, the bound is fixed.
 const PARTITION_GRACE: Duration = Duration::from_millis(20);
 const CLIENTS: u64 = 3;
 const WRITES_PER_CLIENT: u64 = 40;
@@ -64,8 +65,9 @@ struct Seen {
     state_at: BTreeMap<u64, u64>,
     /// (key, value, log index) of acknowledged writes.
     acked: Vec<(String, String, u64)>,
-    /// Minority side of the current partition, the commit bound it must respect, and
-    /// until when the bound may still rise (see `PARTITION_GRACE`).
+    /// Minority members watched in the current partition (those running through all of
+    /// it), the commit bound they must respect, and until when the bound may still rise
+    /// (see `PARTITION_GRACE`).
     partition: Option<(BTreeSet<u64>, u64, tokio::time::Instant)>,
     violations: Vec<String>,
 }
@@ -100,12 +102,13 @@ fn observe(live: &Live, seen: &RefCell<Seen>) {
     let groups: Vec<(u64, RaftGroup)> =
         live.borrow().iter().map(|(k, v)| (*k, v.clone())).collect();
     let mut seen = seen.borrow_mut();
-    if let Some((_, bound, until)) = &mut seen.partition
+    if let Some((watched, bound, until)) = &mut seen.partition
         && tokio::time::Instant::now() < *until
     {
-        for (_, g) in &groups {
-            let st = g.status();
-            *bound = (*bound).max(st.commit_index.max(st.cluster_commit_index));
+        for (id, g) in &groups {
+            if watched.contains(id) {
+                *bound = (*bound).max(g.status().last_log_index);
+            }
         }
         return;
     }
@@ -123,8 +126,8 @@ fn observe(live: &Live, seen: &RefCell<Seen>) {
             && st.commit_index > *bound
         {
             let v = format!(
-                "node {id} on the minority side learned commit {} > {bound}",
-                st.commit_index
+                "node {id} on the minority side committed {} > {bound}, the newest entry it held at the cut (role {}, term {}, leader {:?}, voters {:?})",
+                st.commit_index, st.role, st.term, st.leader, st.voters
             );
             seen.violations.push(v);
         }
@@ -194,6 +197,9 @@ impl Sim {
         let g = self.live.borrow_mut().remove(&id);
         self.router.remove(id);
         if let Some(g) = g {
+            if let Some((watched, _, _)) = &mut self.seen.borrow_mut().partition {
+                watched.remove(&id);
+            }
             trace(&format!("shutting down {id}"));
             g.shutdown().await;
             trace(&format!("{id} is down"));
@@ -212,18 +218,6 @@ impl Sim {
             .iter()
             .find(|(_, g)| g.status().role == "leader")
             .map(|(id, _)| *id)
-    }
-
-    fn max_commit(&self) -> u64 {
-        self.live
-            .borrow()
-            .values()
-            .map(|g| {
-                let s = g.status();
-                s.commit_index.max(s.cluster_commit_index)
-            })
-            .max()
-            .unwrap_or(0)
     }
 
     fn heal(&mut self) {
@@ -266,10 +260,40 @@ impl Sim {
                         self.router.set_blocked(*b, *a, true);
                     }
                 }
-                let bound = self.max_commit();
-                self.log.push(format!("partition {minority:?} | {ids:?}"));
+                // The newest entry the minority holds when the cut comes: anything it
+                // appends later was proposed on the minority side and can never reach
+                // a majority. (Older entries may still commit there: one replicated to
+                // a member now across the cut counts towards the majority.)
+                let bound = self
+                    .live
+                    .borrow()
+                    .iter()
+                    .filter(|(id, _)| minority.contains(id))
+                    .map(|(_, g)| g.status().last_log_index)
+                    .max()
+                    .unwrap_or(0);
+                let roles: Vec<String> = self
+                    .live
+                    .borrow()
+                    .iter()
+                    .map(|(id, g)| {
+                        let st = g.status();
+                        format!("{id}:{}@{} c{}", st.role, st.term, st.commit_index)
+                    })
+                    .collect();
+                self.log.push(format!(
+                    "partition {minority:?} | {ids:?} (bound {bound}; {roles:?})"
+                ));
                 let until = tokio::time::Instant::now() + PARTITION_GRACE;
-                self.seen.borrow_mut().partition = Some((minority, bound, until));
+                // Checked: minority members running when the cut came. One that was
+                // down (or goes down) may come back with a commit index it saved from
+                // before the cut but never reported.
+                let watched: BTreeSet<u64> = minority
+                    .iter()
+                    .copied()
+                    .filter(|id| self.live.borrow().contains_key(id))
+                    .collect();
+                self.seen.borrow_mut().partition = Some((watched, bound, until));
             }
             4 => {
                 let a = self.rng.random_range(1..=self.n);
