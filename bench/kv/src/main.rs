@@ -238,9 +238,18 @@ impl Writer {
         }
     }
 
-    /// One write attempt; true if acknowledged within `timeout`.
+    /// One write attempt; true if acknowledged within `timeout`. With `SHOAL_BENCH_OP`
+    /// = `get-stale` (profiling) a shoal client reads locally instead: the round trip
+    /// without Raft.
     async fn put_once(&self, key: &str, timeout: Duration) -> bool {
         let value = vec![b'v'; VALUE_BYTES];
+        if let Writer::Shoal(c) = self
+            && std::env::var("SHOAL_BENCH_OP").as_deref() == Ok("get-stale")
+        {
+            return tokio::time::timeout(timeout, c.get(key, true))
+                .await
+                .is_ok_and(|r| r.is_ok());
+        }
         match self {
             Writer::Shoal(c) => tokio::time::timeout(timeout, c.put(key, &value))
                 .await
@@ -314,6 +323,41 @@ async fn failover(trials: usize) {
     }
 }
 
+/// `n` clients write for `secs` seconds to `endpoint`: (writes/s, p50 ms, p99 ms).
+async fn drive(system: System, endpoint: &str, n: usize, secs: u64) -> (f64, f64, f64) {
+    let ep = vec![endpoint.to_string()];
+    // Up to 8 connections, shared round-robin by the clients.
+    let mut writers = Vec::new();
+    for _ in 0..n.min(8) {
+        writers.push(Arc::new(Writer::new(system, &ep).await));
+    }
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let w = writers[i % writers.len()].clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut j = 0u64;
+                while Instant::now() < stop {
+                    let t = Instant::now();
+                    if w.put_once(&format!("t{i}-{j}"), Duration::from_secs(5)).await {
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    j += 1;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("client task"));
+    }
+    all.sort_by(f64::total_cmp);
+    let rate = all.len() as f64 / secs as f64;
+    (rate, percentile(&all, 0.5), percentile(&all, 0.99))
+}
+
 async fn throughput(clients: &[usize], secs: u64) {
     let systems = [System::Shoal, System::Etcd(100, 1000)];
     println!("\n| system | clients | writes/s | p50 | p99 |\n|---|---|---|---|---|");
@@ -321,37 +365,7 @@ async fn throughput(clients: &[usize], secs: u64) {
         for (k, s) in systems.iter().enumerate() {
             let c = Cluster::new(*s, 24000 + 100 * k as u16);
             let leader = c.healthy().await;
-            let ep = vec![c.endpoints[leader].clone()];
-            // Up to 8 connections, shared round-robin by the clients.
-            let mut writers = Vec::new();
-            for _ in 0..n.min(8) {
-                writers.push(Arc::new(Writer::new(*s, &ep).await));
-            }
-            let stop = Instant::now() + Duration::from_secs(secs);
-            let tasks: Vec<_> = (0..n)
-                .map(|i| {
-                    let w = writers[i % writers.len()].clone();
-                    tokio::spawn(async move {
-                        let mut lat = Vec::new();
-                        let mut j = 0u64;
-                        while Instant::now() < stop {
-                            let t = Instant::now();
-                            if w.put_once(&format!("t{i}-{j}"), Duration::from_secs(5)).await {
-                                lat.push(t.elapsed().as_secs_f64() * 1000.0);
-                            }
-                            j += 1;
-                        }
-                        lat
-                    })
-                })
-                .collect();
-            let mut all = Vec::new();
-            for t in tasks {
-                all.extend(t.await.expect("client task"));
-            }
-            all.sort_by(f64::total_cmp);
-            let rate = all.len() as f64 / secs as f64;
-            let (p50, p99) = (percentile(&all, 0.5), percentile(&all, 0.99));
+            let (rate, p50, p99) = drive(*s, &c.endpoints[leader], n, secs).await;
             println!(
                 "{{\"bench\":\"throughput\",\"system\":\"{}\",\"clients\":{n},\"writes_per_s\":{rate:.0},\"p50_ms\":{p50:.2},\"p99_ms\":{p99:.2}}}",
                 s.label()
@@ -381,8 +395,20 @@ async fn main() {
             let secs = arg("--secs").map_or(10, |s| s.parse().expect("--secs N"));
             throughput(&clients, secs).await;
         }
+        "drive" => {
+            // Load on a cluster someone else started (profiling): --endpoint the leader.
+            let system = match arg("--system").as_deref() {
+                Some("etcd") => System::Etcd(100, 1000),
+                _ => System::Shoal,
+            };
+            let endpoint = arg("--endpoint").expect("--endpoint HOST:PORT");
+            let n = arg("--clients").map_or(1, |c| c.parse().expect("--clients N"));
+            let secs = arg("--secs").map_or(10, |s| s.parse().expect("--secs N"));
+            let (rate, p50, p99) = drive(system, &endpoint, n, secs).await;
+            println!("{rate:.0} writes/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
+        }
         _ => {
-            eprintln!("usage: shoal-kv-bench failover [--trials N] | throughput [--clients 1,64,256] [--secs N] [--shoal PATH]");
+            eprintln!("usage: shoal-kv-bench failover [--trials N] | throughput [--clients 1,64,256] [--secs N] [--shoal PATH] | drive --endpoint A [--system shoal|etcd] [--clients N] [--secs N]");
             std::process::exit(2);
         }
     }

@@ -21,7 +21,7 @@ use serde_json::json;
 use shoal_client::BreakerState;
 use shoal_membership::{MembershipHandle, Snapshot};
 use shoal_raft::{
-    SqliteLog,
+    DiskLog,
     group::{
         GroupError, MembershipChange, RaftGroup, RaftTiming, Replica,
         grpc::{Breakers, Forwarder, GrpcNetwork, Identity, peer_breaker},
@@ -78,7 +78,7 @@ pub async fn start(config: &NodeConfig) -> Result<Option<Consensus>, ConsensusEr
         return Ok(None);
     }
     let path = config.data_dir.join("raft.db");
-    let log = SqliteLog::open(&path).map_err(|source| ConsensusError::Log {
+    let log = DiskLog::open(&path).map_err(|source| ConsensusError::Log {
         path: path.display().to_string(),
         source,
     })?;

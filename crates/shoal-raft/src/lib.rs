@@ -7,7 +7,7 @@
 //!  writer::LogWriter ── one thread owns the log; what queued up meanwhile is written
 //!     │                 in one transaction (group commit: one fsync for the lot)
 //!     ▼
-//!  store::SqliteLog ── one SQLite file per group under --data-dir, WAL mode,
+//!  store::DiskLog ── one SQLite file per group under --data-dir, WAL mode,
 //!                      synchronous=FULL: a write is on disk before it is acknowledged
 //! ```
 //!
@@ -15,7 +15,8 @@
 //! the KV service are being built on it (issue: control plane).
 
 pub mod group;
+pub mod segments;
 pub mod store;
 pub mod writer;
 
-pub use store::{LogRecord, SqliteLog, StoreError, StoredSnapshot, Write};
+pub use store::{DiskLog, LogRecord, StoreError, StoredSnapshot, Write};

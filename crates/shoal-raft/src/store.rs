@@ -1,11 +1,18 @@
-//! The durable Raft log, vote and snapshot in SQLite.
+//! The durable Raft log of one group: entries in append-only segment files
+//! ([`Segments`]), everything else in one SQLite file.
 //!
-//! One file per Raft group. WAL journal with `synchronous = FULL`: SQLite fsyncs the
-//! WAL before a commit returns, so an append or a vote that returned `Ok` survives a
-//! crash or power loss. A batch of entries is one transaction (one fsync): the caller
-//! groups concurrent appends to commit them together.
+//! ```text
+//!  <name>.db        SQLite, WAL: vote, commit index, purge point, snapshot
+//!  <name>.log/      segments: the entries (one write + fdatasync per batch)
+//! ```
 //!
-//! Invariants, checked on every mutation and by [`SqliteLog::validate`]:
+//! A batch of writes ([`DiskLog::write_batch`]) is made durable together: the entries
+//! are synced first, then the SQLite transaction commits (fsynced unless it holds
+//! nothing but the commit index), so a saved commit index or purge point never refers
+//! to entries that are not on disk. A purge deletes segment files only after the new
+//! purge point is durable.
+//!
+//! Invariants, checked on every mutation and by [`DiskLog::validate`]:
 //! * indexes in the log are contiguous: `first..=last` with no hole;
 //! * the log starts right after the last purged entry (if any);
 //! * terms never decrease along the log.
@@ -13,6 +20,8 @@
 use std::{ops::RangeInclusive, path::Path};
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::segments::{SegmentError, Segments};
 
 /// One log entry: its position, its term and the encoded command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,15 +60,20 @@ pub enum StoreError {
         "the log file was written by schema version {0}; this build reads version {SCHEMA_VERSION}"
     )]
     Schema(i64),
+    #[error("log segments: {0}")]
+    Segments(#[from] SegmentError),
 }
 
 /// Bumped whenever the on-disk layout changes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The log of one Raft group.
 #[derive(Debug)]
-pub struct SqliteLog {
+pub struct DiskLog {
     conn: Connection,
+    segments: Segments,
+    /// The purge point (as stored in SQLite).
+    purged: Option<(u64, u64)>,
     /// Dropping it stops the background checkpointer (file logs only).
     _checkpointer: Option<std::sync::mpsc::Sender<()>>,
 }
@@ -92,12 +106,35 @@ const META_COMMITTED: &str = "committed";
 const META_PURGED: &str = "purged";
 const META_PURGED_ID: &str = "purged_id";
 
-impl SqliteLog {
-    /// Opens (creating if needed) the log at `path`.
+/// Where the segments of the log at `path` live: `raft.db` → `raft.log/`.
+pub fn segments_dir(path: &Path) -> std::path::PathBuf {
+    path.with_extension("log")
+}
+
+impl DiskLog {
+    /// Opens (creating if needed) the log at `path` and its segments beside it.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_file(path, true)
+    }
+
+    /// An in-memory log (tests and simulation): same code, no durability.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?, Segments::in_memory())
+    }
+
+    /// A file log without fsync, for simulation: it survives its process being killed
+    /// (the OS keeps the writes), not the machine losing power.
+    pub fn open_unsynced(path: &Path) -> Result<Self, StoreError> {
+        let log = Self::open_file(path, false)?;
+        log.conn.pragma_update(None, "synchronous", "OFF")?;
+        Ok(log)
+    }
+
+    fn open_file(path: &Path, sync: bool) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
-        let mut log = Self::init(conn)?;
-        // The background thread checkpoints; SQLite's own would stall an append.
+        let segments = Segments::open(&segments_dir(path), sync)?;
+        let mut log = Self::init(conn, segments)?;
+        // The background thread checkpoints; SQLite's own would stall a commit.
         log.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         log._checkpointer = spawn_checkpointer(path);
         if log._checkpointer.is_none() {
@@ -106,29 +143,11 @@ impl SqliteLog {
         Ok(log)
     }
 
-    /// An in-memory log (tests and simulation): same code, no durability.
-    pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory()?)
-    }
-
-    /// A file log without fsync, for simulation: it survives its process being killed
-    /// (the OS keeps the writes), not the machine losing power.
-    pub fn open_unsynced(path: &Path) -> Result<Self, StoreError> {
-        let log = Self::open(path)?;
-        log.conn.pragma_update(None, "synchronous", "OFF")?;
-        Ok(log)
-    }
-
-    fn init(conn: Connection) -> Result<Self, StoreError> {
+    fn init(conn: Connection, segments: Segments) -> Result<Self, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS log (
-                 idx     INTEGER PRIMARY KEY,
-                 term    INTEGER NOT NULL,
-                 payload BLOB NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS meta (
+            "CREATE TABLE IF NOT EXISTS meta (
                  key   TEXT PRIMARY KEY,
                  value BLOB NOT NULL
              );
@@ -139,26 +158,62 @@ impl SqliteLog {
              );",
         )?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let purged = purged_in(&conn)?;
+        let mut log = Self {
+            conn,
+            segments,
+            purged,
+            _checkpointer: None,
+        };
         match version {
-            0 => conn.pragma_update(None, "user_version", SCHEMA_VERSION)?,
+            0 => log
+                .conn
+                .pragma_update(None, "user_version", SCHEMA_VERSION)?,
+            1 => log.migrate_v1()?,
             SCHEMA_VERSION => {}
             other => return Err(StoreError::Schema(other)),
         }
-        Ok(Self {
-            conn,
-            _checkpointer: None,
-        })
+        Ok(log)
+    }
+
+    /// Version 1 kept the entries in a SQLite table: move them to the segments.
+    fn migrate_v1(&mut self) -> Result<(), StoreError> {
+        let records: Vec<LogRecord> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT idx, term, payload FROM log ORDER BY idx")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(LogRecord {
+                    index: r.get::<_, i64>(0)? as u64,
+                    term: r.get::<_, i64>(1)? as u64,
+                    payload: r.get(2)?,
+                })
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        if self.segments.last().is_none() {
+            self.segments.append(&records)?;
+            self.segments.sync()?;
+        }
+        self.conn.execute_batch("DROP TABLE log;")?;
+        self.conn
+            .pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tracing::info!(
+            entries = records.len(),
+            "moved the Raft log from SQLite to segment files"
+        );
+        Ok(())
     }
 
     /// (index, term) of the last entry in the log, or of the last purged one if the log
     /// is empty.
     pub fn last(&self) -> Result<Option<(u64, u64)>, StoreError> {
-        last_in(&self.conn)
+        Ok(last_of(&self.segments, self.purged))
     }
 
     /// (index, term) of the last entry removed by [`purge_upto`](Self::purge_upto).
     pub fn purged(&self) -> Result<Option<(u64, u64)>, StoreError> {
-        purged_in(&self.conn)
+        Ok(self.purged)
     }
 
     /// Appends entries in one transaction (one fsync). They must follow the last entry.
@@ -166,27 +221,116 @@ impl SqliteLog {
         self.write_one(Write::Append(entries.to_vec()))
     }
 
-    /// Performs `writes` in order in ONE transaction — one fsync for the lot (group
-    /// commit). Each write is checked against the log as the earlier ones left it; a
-    /// refused write changes nothing and does not stop the others. If the commit itself
-    /// fails, every write fails and none is on disk.
+    /// Performs `writes` in order and makes them durable together — one fsync of
+    /// the entries and one SQLite commit for the lot (group commit). Each write is
+    /// checked against the log as the earlier ones left it; a refused write changes
+    /// nothing and does not stop the others. If making the batch durable fails, every
+    /// write fails.
+    ///
+    /// A purge ends a run: what came before it and the purge point are made durable,
+    /// then the segments it covers are deleted, then the rest of the batch runs.
     pub fn write_batch(&mut self, writes: &[Write]) -> Vec<Result<(), StoreError>> {
-        let tx = match self.conn.transaction() {
-            Ok(tx) => tx,
-            Err(e) => {
-                return writes
+        let mut results = Vec::with_capacity(writes.len());
+        let mut rest = writes;
+        while !rest.is_empty() {
+            let cut = rest
+                .iter()
+                .position(|w| matches!(w, Write::Purge { .. } | Write::PurgeUpto { .. }))
+                .map_or(rest.len(), |i| i + 1);
+            let (run, tail) = rest.split_at(cut);
+            results.extend(self.write_run(run));
+            rest = tail;
+        }
+        results
+    }
+
+    fn write_run(&mut self, writes: &[Write]) -> Vec<Result<(), StoreError>> {
+        // Only commit indexes in SQLite: no fsync (see `save_committed`).
+        let lazy = writes.iter().all(|w| {
+            matches!(
+                w,
+                Write::Committed(_) | Write::Append(_) | Write::TruncateAfter(_)
+            )
+        });
+        let Self {
+            conn,
+            segments,
+            purged,
+            ..
+        } = self;
+        let synchronous: i64 = match conn.pragma_query_value(None, "synchronous", |r| r.get(0)) {
+            Ok(s) => s,
+            Err(e) => return fail_all(writes, &e),
+        };
+        if lazy && let Err(e) = conn.pragma_update(None, "synchronous", "OFF") {
+            return fail_all(writes, &e);
+        }
+        let mut purged_now = *purged;
+        let mut results = {
+            let mut tx = match conn.transaction() {
+                Ok(tx) => tx,
+                Err(e) => return fail_all(writes, &e),
+            };
+            // Each SQLite write in its own savepoint: one that fails leaves nothing behind.
+            let results: Vec<Result<(), StoreError>> = writes
+                .iter()
+                .map(|w| match w {
+                    Write::Append(entries) => {
+                        check_follows(last_of(segments, purged_now), entries)?;
+                        Ok(segments.append(entries)?)
+                    }
+                    Write::TruncateAfter(index) => {
+                        // Never below the purge point: those entries are in a snapshot.
+                        let floor = purged_now.map(|p| p.0);
+                        let index = match (*index, floor) {
+                            (Some(i), Some(f)) => Some(i.max(f)),
+                            (None, Some(f)) => Some(f),
+                            (i, None) => i,
+                        };
+                        Ok(segments.truncate_after(index)?)
+                    }
+                    other => {
+                        let savepoint = tx.savepoint()?;
+                        if let Some(p) = apply_meta(&savepoint, other, purged_now)? {
+                            purged_now = Some(p);
+                        }
+                        Ok(savepoint.commit()?)
+                    }
+                })
+                .collect();
+            // Entries first: a commit index or purge point saved below must not refer to
+            // entries that are not on disk.
+            match segments
+                .sync()
+                .map_err(StoreError::from)
+                .and_then(|()| Ok(tx.commit()?))
+            {
+                Ok(()) => results,
+                Err(e) => writes
                     .iter()
                     .map(|_| Err(StoreError::Batch(e.to_string())))
-                    .collect();
+                    .collect(),
             }
         };
-        let mut results: Vec<Result<(), StoreError>> =
-            writes.iter().map(|w| apply_write(&tx, w)).collect();
-        if let Err(e) = tx.commit() {
-            results = writes
-                .iter()
-                .map(|_| Err(StoreError::Batch(e.to_string())))
-                .collect();
+        if lazy && let Err(e) = conn.pragma_update(None, "synchronous", synchronous) {
+            tracing::error!(error = %e, "could not restore synchronous mode");
+            results = fail_all(writes, &e);
+        }
+        if results
+            .iter()
+            .any(|r| matches!(r, Err(StoreError::Batch(_))))
+        {
+            return results;
+        }
+        if purged_now != *purged {
+            *purged = purged_now;
+            if let Some((index, _)) = purged_now
+                && let Err(e) = segments.purge_upto(index)
+            {
+                // Harmless: those entries are below the purge point and are skipped;
+                // the next purge deletes them.
+                tracing::warn!(error = %e, "deleting purged log segments failed");
+            }
         }
         results
     }
@@ -199,23 +343,11 @@ impl SqliteLog {
 
     /// Entries with index in `range` that are still in the log, in order.
     pub fn entries(&self, range: RangeInclusive<u64>) -> Result<Vec<LogRecord>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT idx, term, payload FROM log WHERE idx BETWEEN ?1 AND ?2 ORDER BY idx",
-        )?;
-        let rows = stmt.query_map(
-            params![
-                *range.start() as i64,
-                (*range.end()).min(i64::MAX as u64) as i64
-            ],
-            |r| {
-                Ok(LogRecord {
-                    index: r.get::<_, i64>(0)? as u64,
-                    term: r.get::<_, i64>(1)? as u64,
-                    payload: r.get(2)?,
-                })
-            },
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let from = (*range.start()).max(self.purged.map_or(0, |p| p.0 + 1));
+        if from > *range.end() {
+            return Ok(Vec::new());
+        }
+        Ok(self.segments.entries(from..=*range.end())?)
     }
 
     /// Removes every entry after `index` (all of them for `None`): a follower dropping a
@@ -240,14 +372,11 @@ impl SqliteLog {
         term: u64,
         id: &[u8],
     ) -> Result<(), StoreError> {
-        let results = self.write_batch(&[
-            Write::PurgedId(id.to_vec()),
-            Write::PurgeUpto { index, term },
-        ]);
-        results
-            .into_iter()
-            .collect::<Result<Vec<()>, _>>()
-            .map(drop)
+        self.write_one(Write::Purge {
+            index,
+            term,
+            id: id.to_vec(),
+        })
     }
 
     pub fn purged_id(&self) -> Result<Option<Vec<u8>>, StoreError> {
@@ -267,13 +396,7 @@ impl SqliteLog {
     /// durable (a restarted member learns it again), only to not run ahead of the log.
     /// The next durable write (an append or a vote) makes it durable too.
     pub fn save_committed(&mut self, committed: &[u8]) -> Result<(), StoreError> {
-        let synchronous: i64 = self
-            .conn
-            .pragma_query_value(None, "synchronous", |r| r.get(0))?;
-        self.conn.pragma_update(None, "synchronous", "OFF")?;
-        let result = self.write_one(Write::Committed(committed.to_vec()));
-        self.conn.pragma_update(None, "synchronous", synchronous)?;
-        result
+        self.write_one(Write::Committed(committed.to_vec()))
     }
 
     pub fn committed(&self) -> Result<Option<Vec<u8>>, StoreError> {
@@ -330,7 +453,7 @@ impl SqliteLog {
     }
 }
 
-/// One durable change, for [`SqliteLog::write_batch`].
+/// One durable change, for [`DiskLog::write_batch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
     Append(Vec<LogRecord>),
@@ -343,28 +466,29 @@ pub enum Write {
     Committed(Vec<u8>),
     /// The consensus layer's own encoding of the last purged entry's id.
     PurgedId(Vec<u8>),
+    /// [`PurgeUpto`](Self::PurgeUpto) and [`PurgedId`](Self::PurgedId) together (one
+    /// write: a batch may succeed in part, these two must not).
+    Purge {
+        index: u64,
+        term: u64,
+        id: Vec<u8>,
+    },
 }
 
-fn apply_write(conn: &Connection, write: &Write) -> Result<(), StoreError> {
-    match write {
-        Write::Append(entries) => append_in(conn, entries),
-        Write::TruncateAfter(index) => {
-            let from = index.map_or(0, |i| i as i64 + 1);
-            conn.execute("DELETE FROM log WHERE idx >= ?1", params![from])?;
-            Ok(())
-        }
-        Write::PurgeUpto { index, term } => purge_in(conn, *index, *term),
-        Write::Vote(v) => set_meta_in(conn, META_VOTE, v),
-        Write::Committed(c) => set_meta_in(conn, META_COMMITTED, c),
-        Write::PurgedId(id) => set_meta_in(conn, META_PURGED_ID, id),
-    }
+/// Every write of a batch failed because the batch did.
+fn fail_all(writes: &[Write], e: &rusqlite::Error) -> Vec<Result<(), StoreError>> {
+    writes
+        .iter()
+        .map(|_| Err(StoreError::Batch(e.to_string())))
+        .collect()
 }
 
-fn append_in(conn: &Connection, entries: &[LogRecord]) -> Result<(), StoreError> {
+/// Refuses entries that do not follow `last` (or, for an empty log, the first batch
+/// sets where it starts) or whose terms go down.
+fn check_follows(last: Option<(u64, u64)>, entries: &[LogRecord]) -> Result<(), StoreError> {
     let Some(first) = entries.first() else {
         return Ok(());
     };
-    let last = last_in(conn)?;
     let expected = last.map_or(first.index, |(i, _)| i + 1);
     if first.index != expected {
         return Err(StoreError::Gap {
@@ -389,33 +513,44 @@ fn append_in(conn: &Connection, entries: &[LogRecord]) -> Result<(), StoreError>
         }
         previous = e.term;
     }
-    let mut insert =
-        conn.prepare_cached("INSERT INTO log (idx, term, payload) VALUES (?1, ?2, ?3)")?;
-    for e in entries {
-        insert.execute(params![e.index as i64, e.term as i64, e.payload])?;
-    }
     Ok(())
 }
 
-fn purge_in(conn: &Connection, index: u64, term: u64) -> Result<(), StoreError> {
-    if purged_in(conn)?.is_some_and(|(p, _)| p >= index) {
-        return Ok(());
+/// The last entry held after the purge point, else the purge point.
+fn last_of(segments: &Segments, purged: Option<(u64, u64)>) -> Option<(u64, u64)> {
+    match (segments.last(), purged) {
+        (Some(last), Some(p)) if last.0 <= p.0 => Some(p),
+        (Some(last), _) => Some(last),
+        (None, p) => p,
     }
-    conn.execute("DELETE FROM log WHERE idx <= ?1", params![index as i64])?;
-    set_meta_in(conn, META_PURGED, &encode_pair(index, term))
 }
 
-fn last_in(conn: &Connection) -> Result<Option<(u64, u64)>, StoreError> {
-    let last = conn
-        .query_row(
-            "SELECT idx, term FROM log ORDER BY idx DESC LIMIT 1",
-            [],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-        )
-        .optional()?;
-    match last {
-        Some(l) => Ok(Some(l)),
-        None => purged_in(conn),
+/// A write to the SQLite part; returns the new purge point if it moved.
+fn apply_meta(
+    conn: &Connection,
+    write: &Write,
+    purged: Option<(u64, u64)>,
+) -> Result<Option<(u64, u64)>, StoreError> {
+    let purge = |index: u64, term: u64| -> Result<Option<(u64, u64)>, StoreError> {
+        if purged.is_some_and(|(p, _)| p >= index) {
+            return Ok(None); // purging never moves back
+        }
+        set_meta_in(conn, META_PURGED, &encode_pair(index, term))?;
+        Ok(Some((index, term)))
+    };
+    match write {
+        Write::Append(_) | Write::TruncateAfter(_) => Ok(None),
+        Write::PurgeUpto { index, term } => purge(*index, *term),
+        Write::Purge { index, term, id } => {
+            let moved = purge(*index, *term)?;
+            if moved.is_some() {
+                set_meta_in(conn, META_PURGED_ID, id)?;
+            }
+            Ok(moved)
+        }
+        Write::Vote(v) => set_meta_in(conn, META_VOTE, v).map(|()| None),
+        Write::Committed(c) => set_meta_in(conn, META_COMMITTED, c).map(|()| None),
+        Write::PurgedId(id) => set_meta_in(conn, META_PURGED_ID, id).map(|()| None),
     }
 }
 
@@ -424,19 +559,18 @@ fn purged_in(conn: &Connection) -> Result<Option<(u64, u64)>, StoreError> {
 }
 
 fn set_meta_in(conn: &Connection, key: &str, value: &[u8]) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        params![key, value],
-    )?;
+    )?
+    .execute(params![key, value])?;
     Ok(())
 }
 
 fn meta_in(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row(params![key], |r| r.get(0))
         .optional()?)
 }
 

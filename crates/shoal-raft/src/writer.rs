@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  submit(write, done) ──► queue ──► writer thread: take 1, then drain up to BATCH_MAX
-//!                                      └─ SqliteLog::write_batch (one fsync)
+//!                                      └─ DiskLog::write_batch (one fsync)
 //!                                      └─ done(result) for each, in order
 //! ```
 //!
@@ -12,14 +12,14 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
         mpsc,
     },
     thread::JoinHandle,
 };
 
-use crate::store::{SqliteLog, StoreError, Write};
+use crate::store::{DiskLog, StoreError, Write};
 
 /// Most writes in one transaction.
 pub const BATCH_MAX: usize = 1024;
@@ -37,11 +37,19 @@ pub struct Stopped;
 pub struct LogWriter {
     jobs: Option<mpsc::Sender<(Write, Done)>>,
     commits: Arc<AtomicU64>,
-    thread: Option<JoinHandle<SqliteLog>>,
+    thread: Option<JoinHandle<()>>,
+    log: Option<Arc<Mutex<DiskLog>>>,
 }
 
 impl LogWriter {
-    pub fn spawn(mut log: SqliteLog) -> Self {
+    pub fn spawn(log: DiskLog) -> Self {
+        Self::spawn_shared(Arc::new(Mutex::new(log)))
+    }
+
+    /// A writer on a log that others read meanwhile: the writer holds the lock only
+    /// while it writes a batch.
+    pub fn spawn_shared(log: Arc<Mutex<DiskLog>>) -> Self {
+        let shared = log.clone();
         let (tx, rx) = mpsc::channel::<(Write, Done)>();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
@@ -57,19 +65,22 @@ impl LogWriter {
                         }
                     }
                     let (writes, dones): (Vec<Write>, Vec<Done>) = batch.into_iter().unzip();
-                    let results = log.write_batch(&writes);
+                    let results = shared
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .write_batch(&writes);
                     counter.fetch_add(1, Ordering::Relaxed);
                     for (done, result) in dones.into_iter().zip(results) {
                         done(result);
                     }
                 }
-                log
             })
             .expect("spawning a thread only fails when the OS is out of resources");
         Self {
             jobs: Some(tx),
             commits,
             thread: Some(thread),
+            log: Some(log),
         }
     }
 
@@ -84,10 +95,16 @@ impl LogWriter {
         self.commits.load(Ordering::Relaxed)
     }
 
-    /// Finishes every queued write and hands the log back.
-    pub fn close(mut self) -> Option<SqliteLog> {
+    /// Finishes every queued write and hands the log back (`None` while others still
+    /// hold it).
+    pub fn close(mut self) -> Option<DiskLog> {
         self.jobs.take();
-        self.thread.take().and_then(|t| t.join().ok())
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        Arc::try_unwrap(self.log.take()?)
+            .ok()
+            .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
     }
 }
 

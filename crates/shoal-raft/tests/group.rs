@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use shoal_raft::{
-    SqliteLog,
+    DiskLog,
     group::{
         GroupError, RaftGroup, RaftTiming,
         network::{Router, RouterFactory},
@@ -17,7 +17,7 @@ async fn start(router: &Router, id: u64) -> RaftGroup {
         from: id,
         router: router.clone(),
     };
-    let log = SqliteLog::open_in_memory().unwrap();
+    let log = DiskLog::open_in_memory().unwrap();
     let group = RaftGroup::start(id, RaftTiming::LOCAL, log, network)
         .await
         .unwrap();

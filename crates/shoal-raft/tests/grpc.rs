@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use shoal_proto::v1::{RaftMessage, raft_client::RaftClient};
 use shoal_raft::{
-    SqliteLog,
+    DiskLog,
     group::{
         RaftGroup, RaftTiming,
         grpc::{GrpcNetwork, Identity, peer_breaker, service},
@@ -96,7 +96,7 @@ async fn raft_over_grpc_elects_replicates_and_fails_over() {
     let mut members = BTreeMap::new();
     for (id, listener) in listeners {
         let network = GrpcNetwork::new(me(), peer_breaker(&RaftTiming::LOCAL));
-        let log = SqliteLog::open_in_memory().unwrap();
+        let log = DiskLog::open_in_memory().unwrap();
         let group = RaftGroup::start(id, RaftTiming::LOCAL, log, network)
             .await
             .unwrap();

@@ -6,7 +6,7 @@
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 
 use shoal_raft::{
-    SqliteLog,
+    DiskLog,
     group::{
         GroupOptions, RaftGroup, RaftTiming,
         grpc::{GrpcNetwork, Identity, peer_breaker, service},
@@ -29,6 +29,7 @@ fn options() -> GroupOptions {
         timing: RaftTiming::LOCAL,
         snapshot_every: 20,
         keep_behind_snapshot: 5,
+        ..GroupOptions::from(RaftTiming::LOCAL)
     }
 }
 
@@ -48,7 +49,7 @@ struct Member {
 }
 
 async fn start(id: u64, path: &Path, listener: TcpListener) -> Member {
-    let log = SqliteLog::open(path).unwrap();
+    let log = DiskLog::open(path).unwrap();
     let network = GrpcNetwork::new(me(), peer_breaker(&RaftTiming::LOCAL));
     let group = RaftGroup::start(id, options(), log, network).await.unwrap();
     let (stop, rx) = oneshot::channel::<()>();
@@ -134,7 +135,7 @@ async fn snapshots_compact_the_log_stream_to_a_newcomer_and_survive_restart() {
         .await;
     }
     assert!(
-        SqliteLog::open(&path(1))
+        DiskLog::open(&path(1))
             .unwrap()
             .snapshot()
             .unwrap()
@@ -163,7 +164,7 @@ async fn snapshots_compact_the_log_stream_to_a_newcomer_and_survive_restart() {
     let isolated = RaftGroup::start(
         follower,
         options(),
-        SqliteLog::open(&path(follower)).unwrap(),
+        DiskLog::open(&path(follower)).unwrap(),
         GrpcNetwork::new(me(), peer_breaker(&RaftTiming::LOCAL)),
     )
     .await

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use proptest::prelude::*;
-use shoal_raft::{LogRecord, SqliteLog, StoreError};
+use shoal_raft::{DiskLog, LogRecord, StoreError};
 
 fn rec(index: u64, term: u64) -> LogRecord {
     LogRecord {
@@ -35,7 +35,7 @@ impl Drop for TempDir {
 
 #[test]
 fn appends_follow_the_last_entry_and_refusals_change_nothing() {
-    let mut log = SqliteLog::open_in_memory().unwrap();
+    let mut log = DiskLog::open_in_memory().unwrap();
     assert_eq!(log.last().unwrap(), None);
     log.append(&[rec(1, 1), rec(2, 1), rec(3, 2)]).unwrap();
     assert_eq!(log.last().unwrap(), Some((3, 2)));
@@ -69,7 +69,7 @@ fn appends_follow_the_last_entry_and_refusals_change_nothing() {
 
 #[test]
 fn truncate_and_purge() {
-    let mut log = SqliteLog::open_in_memory().unwrap();
+    let mut log = DiskLog::open_in_memory().unwrap();
     log.append(&(1..=10).map(|i| rec(i, 1 + i / 4)).collect::<Vec<_>>())
         .unwrap();
     log.truncate_after(Some(7)).unwrap();
@@ -102,14 +102,14 @@ fn everything_survives_reopen() {
     let dir = TempDir::new("reopen");
     let path = dir.0.join("raft.db");
     {
-        let mut log = SqliteLog::open(&path).unwrap();
+        let mut log = DiskLog::open(&path).unwrap();
         log.append(&[rec(1, 1), rec(2, 1)]).unwrap();
         log.save_vote(b"term=3,for=m2").unwrap();
         log.save_committed(b"2").unwrap();
         log.save_snapshot(b"meta-1", b"data-1").unwrap();
         log.save_snapshot(b"meta-2", b"data-2").unwrap();
     }
-    let log = SqliteLog::open(&path).unwrap();
+    let log = DiskLog::open(&path).unwrap();
     assert_eq!(log.entries(1..=2).unwrap(), vec![rec(1, 1), rec(2, 1)]);
     assert_eq!(log.vote().unwrap().as_deref(), Some(&b"term=3,for=m2"[..]));
     assert_eq!(log.committed().unwrap().as_deref(), Some(&b"2"[..]));
@@ -125,6 +125,8 @@ enum Op {
     Append(u8, u64),
     Truncate(u64),
     Purge(u64),
+    /// Close and open again (file logs only: recovery from the segments and SQLite).
+    Reopen,
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
@@ -132,7 +134,62 @@ fn arb_op() -> impl Strategy<Value = Op> {
         3 => (1u8..5, 0u64..3).prop_map(|(n, dterm)| Op::Append(n, dterm)),
         1 => (0u64..30).prop_map(Op::Truncate),
         1 => (0u64..30).prop_map(Op::Purge),
+        1 => Just(Op::Reopen),
     ]
+}
+
+/// Runs `ops` on `log` (reopened from `path` on `Reopen` when there is one) and
+/// checks it against a plain vector after every step.
+fn check_against_model(
+    mut log: DiskLog,
+    path: Option<&std::path::Path>,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
+    let mut model: Vec<(u64, u64)> = Vec::new();
+    let mut purged: Option<(u64, u64)> = None;
+    for op in ops {
+        match op {
+            Op::Append(n, dterm) => {
+                let (last_i, last_t) = model.last().copied().or(purged).unwrap_or((0, 1));
+                let batch: Vec<LogRecord> = (1..=n as u64)
+                    .map(|k| rec(last_i + k, last_t + dterm))
+                    .collect();
+                log.append(&batch).unwrap();
+                model.extend(batch.iter().map(|r| (r.index, r.term)));
+            }
+            Op::Truncate(i) => {
+                if purged.is_some_and(|(p, _)| i < p) {
+                    continue; // Raft never truncates below a snapshot
+                }
+                log.truncate_after(Some(i)).unwrap();
+                model.retain(|(idx, _)| *idx <= i);
+            }
+            Op::Purge(i) => {
+                // Raft purges only what a snapshot covers: entries it has seen.
+                if let Some(&(idx, term)) = model.iter().find(|(idx, _)| *idx == i) {
+                    log.purge_upto(i, term).unwrap();
+                    model.retain(|(x, _)| *x > i);
+                    purged = Some((idx, term));
+                }
+            }
+            Op::Reopen => {
+                if let Some(path) = path {
+                    drop(log);
+                    log = DiskLog::open_unsynced(path).unwrap();
+                }
+            }
+        }
+        let got: Vec<(u64, u64)> = log
+            .entries(0..=u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|r| (r.index, r.term))
+            .collect();
+        prop_assert_eq!(&got, &model);
+        prop_assert_eq!(log.last().unwrap(), model.last().copied().or(purged));
+        log.validate().map_err(TestCaseError::fail)?;
+    }
+    Ok(())
 }
 
 proptest! {
@@ -140,39 +197,15 @@ proptest! {
     /// a plain vector model says, with its invariants intact.
     #[test]
     fn matches_a_vec_model(ops in prop::collection::vec(arb_op(), 1..40)) {
-        let mut log = SqliteLog::open_in_memory().unwrap();
-        let mut model: Vec<(u64, u64)> = Vec::new();
-        let mut purged: Option<(u64, u64)> = None;
-        for op in ops {
-            match op {
-                Op::Append(n, dterm) => {
-                    let (last_i, last_t) = model.last().copied().or(purged).unwrap_or((0, 1));
-                    let batch: Vec<LogRecord> =
-                        (1..=n as u64).map(|k| rec(last_i + k, last_t + dterm)).collect();
-                    log.append(&batch).unwrap();
-                    model.extend(batch.iter().map(|r| (r.index, r.term)));
-                }
-                Op::Truncate(i) => {
-                    if purged.is_some_and(|(p, _)| i < p) {
-                        continue; // Raft never truncates below a snapshot
-                    }
-                    log.truncate_after(Some(i)).unwrap();
-                    model.retain(|(idx, _)| *idx <= i);
-                }
-                Op::Purge(i) => {
-                    // Raft purges only what a snapshot covers: entries it has seen.
-                    if let Some(&(idx, term)) = model.iter().find(|(idx, _)| *idx == i) {
-                        log.purge_upto(i, term).unwrap();
-                        model.retain(|(x, _)| *x > i);
-                        purged = Some((idx, term));
-                    }
-                }
-            }
-            let got: Vec<(u64, u64)> =
-                log.entries(0..=u64::MAX).unwrap().iter().map(|r| (r.index, r.term)).collect();
-            prop_assert_eq!(&got, &model);
-            prop_assert_eq!(log.last().unwrap(), model.last().copied().or(purged));
-            log.validate().map_err(TestCaseError::fail)?;
-        }
+        check_against_model(DiskLog::open_in_memory().unwrap(), None, ops)?;
+    }
+
+    /// The same on files, closing and reopening in between: segments, purge point and
+    /// truncations come back exactly.
+    #[test]
+    fn files_match_a_vec_model_across_reopen(ops in prop::collection::vec(arb_op(), 1..40)) {
+        let dir = TempDir::new("model");
+        let path = dir.0.join("raft.db");
+        check_against_model(DiskLog::open_unsynced(&path).unwrap(), Some(&path), ops)?;
     }
 }

@@ -7,16 +7,20 @@ use openraft::{
     testing::log::{StoreBuilder, Suite},
 };
 use shoal_raft::{
-    SqliteLog,
-    group::{ShoalRaft, log_store::LogStore, state_machine::StateMachine},
+    DiskLog,
+    group::{
+        ShoalRaft,
+        log_store::{LogStore, WriteMode},
+        state_machine::StateMachine,
+    },
 };
 
 struct Builder;
 
 impl StoreBuilder<ShoalRaft, LogStore, StateMachine> for Builder {
     async fn build(&self) -> Result<((), LogStore, StateMachine), StorageError<ShoalRaft>> {
-        let log = SqliteLog::open_in_memory().expect("an in-memory SQLite log opens");
-        let store = LogStore::new(log);
+        let log = DiskLog::open_in_memory().expect("an in-memory SQLite log opens");
+        let store = LogStore::open(log, WriteMode::Background).expect("an empty log store opens");
         let sm = StateMachine::open(store.shared()).expect("an empty store opens");
         Ok(((), store, sm))
     }

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Barrier, mpsc};
 
-use shoal_raft::{LogRecord, SqliteLog, StoreError, Write, writer::LogWriter};
+use shoal_raft::{DiskLog, LogRecord, StoreError, Write, writer::LogWriter};
 
 fn rec(index: u64, term: u64) -> Write {
     Write::Append(vec![LogRecord {
@@ -18,7 +18,7 @@ fn rec(index: u64, term: u64) -> Write {
 /// the writer woke late and took them all at once), all durable, in order.
 #[test]
 fn queued_writes_share_one_commit() {
-    let writer = LogWriter::spawn(SqliteLog::open_in_memory().unwrap());
+    let writer = LogWriter::spawn(DiskLog::open_in_memory().unwrap());
     let gate = Arc::new(Barrier::new(2));
     let (tx, rx) = mpsc::channel::<Result<(), StoreError>>();
     let hold = gate.clone();
@@ -51,7 +51,7 @@ fn queued_writes_share_one_commit() {
 /// the refusal is reported to its own caller only.
 #[test]
 fn one_batch_keeps_order_and_isolates_refusals() {
-    let mut log = SqliteLog::open_in_memory().unwrap();
+    let mut log = DiskLog::open_in_memory().unwrap();
     let results = log.write_batch(&[
         Write::Vote(b"v1".to_vec()),
         rec(1, 1),

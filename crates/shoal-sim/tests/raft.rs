@@ -32,9 +32,9 @@ use std::{
 
 use rand::{RngExt as _, SeedableRng, rngs::StdRng};
 use shoal_raft::{
-    SqliteLog,
+    DiskLog,
     group::{
-        GroupError, GroupOptions, RaftGroup, RaftTiming,
+        GroupError, GroupOptions, RaftGroup, RaftTiming, WriteMode,
         network::{Router, RouterFactory},
     },
 };
@@ -54,6 +54,8 @@ fn options() -> GroupOptions {
         // Small, so snapshots and compaction happen within a run.
         snapshot_every: 25,
         keep_behind_snapshot: 5,
+        // No writer thread: it would let the paused clock run while a write waits.
+        write_mode: WriteMode::Inline,
     }
 }
 
@@ -181,7 +183,7 @@ impl Sim {
     }
 
     async fn start(&self, id: u64) {
-        let log = SqliteLog::open_unsynced(&self.dir.join(format!("{id}.db"))).expect("log");
+        let log = DiskLog::open_unsynced(&self.dir.join(format!("{id}.db"))).expect("log");
         let network = RouterFactory {
             from: id,
             router: self.router.clone(),

@@ -1,7 +1,25 @@
 //! openraft's log storage over the SQLite log: entries and votes are postcard-encoded;
-//! every write is durable before openraft hears it is done.
+//! openraft hears an append is done only once it is on disk.
+//!
+//! ```text
+//!  append(entries, flushed) ──► tail (in memory, readable at once) ──► return
+//!                                └─► LogWriter thread: one transaction + fsync for
+//!                                    whatever queued up ──► flushed.io_completed()
+//! ```
+//!
+//! `append` returns as soon as the entries are in the in-memory tail, so the leader
+//! sends them to its followers while its own fsync runs (Raft allows it: the leader
+//! counts itself towards a quorum only once its copy is durable, which is when the
+//! callback fires). The tail keeps every entry not yet durable and the most recent
+//! durable ones, so replication rarely touches SQLite. Truncations, purges, votes and
+//! commit indexes go through the same writer queue, so the disk sees every change in
+//! the order openraft made it; a vote is awaited before `save_vote` returns.
+//!
+//! [`WriteMode::Inline`] writes in the caller instead of a thread (the deterministic
+//! simulation: a second thread would let the paused clock run while it waits).
 
 use std::{
+    collections::VecDeque,
     fmt::Debug,
     io,
     ops::{Bound, RangeBounds},
@@ -15,30 +33,239 @@ use openraft::{
 };
 
 use super::{ShoalRaft, invalid_data, io_error};
-use crate::store::{LogRecord, SqliteLog};
+use crate::{
+    store::{DiskLog, LogRecord, StoreError, Write},
+    writer::LogWriter,
+};
 
 type C = ShoalRaft;
 
-/// Shared handle: openraft asks for a separate reader; both use the same log.
-#[derive(Debug, Clone)]
-pub struct LogStore {
-    log: Arc<Mutex<SqliteLog>>,
+/// Where a group's disk writes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteMode {
+    /// On the log writer thread; appends return before their fsync (group commit).
+    #[default]
+    Background,
+    /// In the calling task, before the call returns (simulation).
+    Inline,
 }
 
-impl LogStore {
-    pub fn new(log: SqliteLog) -> Self {
-        Self {
-            log: Arc::new(Mutex::new(log)),
+/// Durable entries kept in memory at most (entries not yet durable always stay).
+const TAIL_MAX_ENTRIES: usize = 8_192;
+/// ...and their encoded bytes at most.
+const TAIL_MAX_BYTES: usize = 64 << 20;
+
+#[derive(Debug)]
+struct Cached {
+    entry: EntryOf<C>,
+    bytes: usize,
+    durable: bool,
+}
+
+/// The newest part of the log, in memory. From `start` on it is the whole truth (an
+/// index at or past `start` that is not here does not exist); below `start`, the disk.
+#[derive(Debug)]
+struct Tail {
+    start: u64,
+    entries: VecDeque<Cached>,
+    bytes: usize,
+    last: Option<LogIdOf<C>>,
+    purged: Option<LogIdOf<C>>,
+    committed: Option<LogIdOf<C>>,
+}
+
+impl Tail {
+    fn get(&self, index: u64) -> Option<&Cached> {
+        let offset = index.checked_sub(self.start)?;
+        self.entries.get(usize::try_from(offset).ok()?)
+    }
+
+    fn push(&mut self, entry: EntryOf<C>, bytes: usize) -> Result<(), io::Error> {
+        let index = entry.log_id.index;
+        if self.last.is_none() && self.entries.is_empty() {
+            self.start = index; // an empty log may begin anywhere
+        }
+        let expected = self.start + self.entries.len() as u64;
+        if index != expected {
+            return Err(invalid_data(format!(
+                "append: entry {index} does not follow the log (next is {expected})"
+            )));
+        }
+        self.last = Some(entry.log_id);
+        self.bytes += bytes;
+        self.entries.push_back(Cached {
+            entry,
+            bytes,
+            durable: false,
+        });
+        Ok(())
+    }
+
+    /// Marks what a finished append wrote as durable (unless it was truncated and
+    /// rewritten meanwhile), then forgets durable entries beyond the size bounds.
+    fn flushed(&mut self, written: &[(u64, u64)]) {
+        for &(index, term) in written {
+            let offset = index.checked_sub(self.start).map(|o| o as usize);
+            if let Some(c) = offset.and_then(|o| self.entries.get_mut(o))
+                && c.entry.log_id.leader_id.term == term
+            {
+                c.durable = true;
+            }
+        }
+        while (self.entries.len() > TAIL_MAX_ENTRIES || self.bytes > TAIL_MAX_BYTES)
+            && self.entries.front().is_some_and(|c| c.durable)
+        {
+            if let Some(c) = self.entries.pop_front() {
+                self.bytes -= c.bytes;
+                self.start += 1;
+            }
         }
     }
 
-    /// The store, for the state machine's snapshots.
-    pub fn shared(&self) -> Arc<Mutex<SqliteLog>> {
-        self.log.clone()
+    fn truncate_after(&mut self, last: Option<LogIdOf<C>>) {
+        if let (Some(cut), Some(current)) = (last, self.last)
+            && cut.index >= current.index
+        {
+            return; // nothing after the cut
+        }
+        let keep_to = last.map_or(0, |l| l.index + 1); // first index removed
+        if keep_to < self.start {
+            self.entries.clear();
+            self.bytes = 0;
+            self.start = keep_to;
+        } else {
+            while self.start + self.entries.len() as u64 > keep_to {
+                if let Some(c) = self.entries.pop_back() {
+                    self.bytes -= c.bytes;
+                }
+            }
+        }
+        self.last = last.or(self.purged);
     }
 
-    fn lock(&self) -> MutexGuard<'_, SqliteLog> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    fn purge(&mut self, upto: LogIdOf<C>) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|c| c.entry.log_id.index <= upto.index)
+        {
+            if let Some(c) = self.entries.pop_front() {
+                self.bytes -= c.bytes;
+            }
+        }
+        self.start = self.start.max(upto.index + 1);
+        if self.last.is_none_or(|l| l.index < upto.index) {
+            self.last = Some(upto);
+        }
+        self.purged = Some(upto);
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    disk: Arc<Mutex<DiskLog>>,
+    /// Its own `Arc`: the writer's callbacks hold it, never the whole store (the last
+    /// owner of the store joins the writer thread, which must not be that thread).
+    tail: Arc<Mutex<Tail>>,
+    /// `None` in [`WriteMode::Inline`].
+    writer: Option<LogWriter>,
+}
+
+/// openraft's log store; clones (the log readers) share everything.
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    shared: Arc<Shared>,
+}
+
+impl LogStore {
+    /// Opens the store on `log`, reading where the log ends and what was purged.
+    pub fn open(log: DiskLog, mode: WriteMode) -> Result<Self, io::Error> {
+        let purged = match log.purged().map_err(io_error)? {
+            Some(_) => Some(decode_purged_id(&log)?),
+            None => None,
+        };
+        let last = match log.last().map_err(io_error)? {
+            Some((index, _)) if purged.is_none_or(|p| p.index < index) => {
+                Some(stored_log_id(&log, index)?)
+            }
+            Some(_) | None => purged,
+        };
+        let committed: Option<LogIdOf<C>> = match log.committed().map_err(io_error)? {
+            Some(bytes) => decode(&bytes)?,
+            None => None,
+        };
+        // Never past the log's end (entries are synced before the commit index is
+        // saved, so this only guards against a damaged file).
+        let committed = match (committed, last) {
+            (Some(c), Some(l)) if c.index > l.index => Some(l),
+            (c, _) => c,
+        };
+        let tail = Tail {
+            start: last.map_or(0, |l| l.index + 1),
+            entries: VecDeque::new(),
+            bytes: 0,
+            last,
+            purged,
+            committed,
+        };
+        let disk = Arc::new(Mutex::new(log));
+        let writer = match mode {
+            WriteMode::Background => Some(LogWriter::spawn_shared(disk.clone())),
+            WriteMode::Inline => None,
+        };
+        Ok(Self {
+            shared: Arc::new(Shared {
+                disk,
+                tail: Arc::new(Mutex::new(tail)),
+                writer,
+            }),
+        })
+    }
+
+    /// The store, for the state machine's snapshots.
+    pub fn shared(&self) -> Arc<Mutex<DiskLog>> {
+        self.shared.disk.clone()
+    }
+
+    fn disk(&self) -> MutexGuard<'_, DiskLog> {
+        self.shared.disk.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tail(&self) -> MutexGuard<'_, Tail> {
+        lock_tail(&self.shared.tail)
+    }
+
+    /// Queues `write` behind everything written before; `done` runs once it is on disk
+    /// (or failed). Inline mode writes it now.
+    fn write(
+        &self,
+        write: Write,
+        done: impl FnOnce(Result<(), StoreError>) + Send + 'static,
+    ) -> Result<(), io::Error> {
+        match &self.shared.writer {
+            Some(writer) => writer.submit(write, Box::new(done)).map_err(io_error),
+            None => {
+                let result = blocking(|| {
+                    self.disk()
+                        .write_batch(std::slice::from_ref(&write))
+                        .pop()
+                        .unwrap_or(Ok(()))
+                });
+                done(result);
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes and waits until the write is on disk.
+    async fn write_durably(&self, write: Write) -> Result<(), io::Error> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.write(write, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.await
+            .map_err(|_| io_error("the log writer stopped"))?
+            .map_err(io_error)
     }
 }
 
@@ -69,12 +296,36 @@ impl RaftLogReader<C> for LogStore {
         if start > end {
             return Ok(Vec::new());
         }
-        let records = self.lock().entries(start..=end).map_err(io_error)?;
-        records.iter().map(|r| decode(&r.payload)).collect()
+        // The tail first: below its start the disk is settled (what the tail dropped
+        // was durable; a truncation below it moves the start down at once).
+        let (tail_start, from_tail) = {
+            let tail = self.tail();
+            let from = start.max(tail.start);
+            let mut out = Vec::new();
+            let mut index = from;
+            while index <= end {
+                match tail.get(index) {
+                    Some(c) => out.push(c.entry.clone()),
+                    None => break,
+                }
+                index += 1;
+            }
+            (tail.start, out)
+        };
+        let mut entries = Vec::new();
+        if start < tail_start {
+            let upto = end.min(tail_start - 1);
+            let records = blocking(|| self.disk().entries(start..=upto)).map_err(io_error)?;
+            for r in &records {
+                entries.push(decode(&r.payload)?);
+            }
+        }
+        entries.extend(from_tail);
+        Ok(entries)
     }
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
-        match self.lock().vote().map_err(io_error)? {
+        match self.disk().vote().map_err(io_error)? {
             Some(bytes) => decode(&bytes).map(Some),
             None => Ok(None),
         }
@@ -85,22 +336,10 @@ impl RaftLogStorage<C> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
-        let log = self.lock();
-        let purged = match log.purged().map_err(io_error)? {
-            Some((index, _)) => Some(log_id_at(&log, index, true)?),
-            None => None,
-        };
-        let last = match log.last().map_err(io_error)? {
-            // An empty log reports the last purged entry as its last one.
-            Some((index, _)) => Some(
-                log_id_at(&log, index, false)
-                    .or_else(|_| purged.ok_or_else(|| invalid_data("last entry vanished")))?,
-            ),
-            None => None,
-        };
+        let tail = self.tail();
         Ok(LogState {
-            last_purged_log_id: purged,
-            last_log_id: last,
+            last_purged_log_id: tail.purged,
+            last_log_id: tail.last,
         })
     }
 
@@ -109,20 +348,22 @@ impl RaftLogStorage<C> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
-        let bytes = encode(vote)?;
-        self.lock().save_vote(&bytes).map_err(io_error)
+        self.write_durably(Write::Vote(encode(vote)?)).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let bytes = encode(&committed)?;
-        self.lock().save_committed(&bytes).map_err(io_error)
+        self.tail().committed = committed;
+        // Not awaited: the commit index need not be durable (see DiskLog::save_committed).
+        self.write(Write::Committed(bytes), |r| {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "saving the commit index failed");
+            }
+        })
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
-        match self.lock().committed().map_err(io_error)? {
-            Some(bytes) => decode(&bytes),
-            None => Ok(None),
-        }
+        Ok(self.tail().committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
@@ -131,44 +372,72 @@ impl RaftLogStorage<C> for LogStore {
         I::IntoIter: Send,
     {
         let mut records = Vec::new();
-        for e in entries {
-            records.push(LogRecord {
-                index: e.log_id.index,
-                term: e.log_id.leader_id.term,
-                payload: encode(&e)?,
-            });
+        {
+            let mut tail = self.tail();
+            for e in entries {
+                let payload = encode(&e)?;
+                records.push(LogRecord {
+                    index: e.log_id.index,
+                    term: e.log_id.leader_id.term,
+                    payload,
+                });
+                let bytes = records.last().map_or(0, |r| r.payload.len());
+                tail.push(e, bytes)?;
+            }
         }
-        // The fsync blocks this thread: let the runtime move its other tasks elsewhere.
-        let result = blocking(|| self.lock().append(&records).map_err(io_error));
-        callback.io_completed(result.as_ref().map(|_| ()).map_err(io_error));
-        result
+        let written: Vec<(u64, u64)> = records.iter().map(|r| (r.index, r.term)).collect();
+        let tail = self.shared.tail.clone();
+        self.write(Write::Append(records), move |result| {
+            if result.is_ok() {
+                lock_tail(&tail).flushed(&written);
+            }
+            callback.io_completed(result.map_err(io_error));
+        })
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
-        self.lock()
-            .truncate_after(last_log_id.map(|l| l.index))
-            .map_err(io_error)
+        self.tail().truncate_after(last_log_id);
+        self.write(Write::TruncateAfter(last_log_id.map(|l| l.index)), |r| {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "truncating the log failed");
+            }
+        })
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
         // Remember the purged entry's full log id (openraft needs its leader id back).
         let id = encode(&log_id)?;
-        self.lock()
-            .purge_upto_with_id(log_id.index, log_id.leader_id.term, &id)
-            .map_err(io_error)
+        self.tail().purge(log_id);
+        self.write(
+            Write::Purge {
+                index: log_id.index,
+                term: log_id.leader_id.term,
+                id,
+            },
+            |r| {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "purging the log failed; will purge again later");
+                }
+            },
+        )
     }
 }
 
-/// The full log id of the entry at `index` (from the stored entry, or for the purged
-/// one from the id saved at purge time).
-fn log_id_at(log: &SqliteLog, index: u64, purged: bool) -> Result<LogIdOf<C>, io::Error> {
-    if purged {
-        let bytes = log
-            .purged_id()
-            .map_err(io_error)?
-            .ok_or_else(|| invalid_data("purged entry without its log id"))?;
-        return decode(&bytes);
-    }
+fn lock_tail(tail: &Mutex<Tail>) -> MutexGuard<'_, Tail> {
+    tail.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The full log id of the last purged entry, as saved at purge time.
+fn decode_purged_id(log: &DiskLog) -> Result<LogIdOf<C>, io::Error> {
+    let bytes = log
+        .purged_id()
+        .map_err(io_error)?
+        .ok_or_else(|| invalid_data("purged entry without its log id"))?;
+    decode(&bytes)
+}
+
+/// The full log id of the stored entry at `index`.
+fn stored_log_id(log: &DiskLog, index: u64) -> Result<LogIdOf<C>, io::Error> {
     let rec = log
         .entries(index..=index)
         .map_err(io_error)?

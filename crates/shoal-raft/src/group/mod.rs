@@ -1,4 +1,4 @@
-//! The openraft wiring: type config, log storage over [`SqliteLog`](crate::SqliteLog),
+//! The openraft wiring: type config, log storage over [`DiskLog`](crate::DiskLog),
 //! the state machine over [`shoal_state::State`], and the network.
 //!
 //! Nothing outside this crate names openraft types: callers use
@@ -31,5 +31,6 @@ pub(crate) fn io_error(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
+pub use log_store::WriteMode;
 pub use raft_group::{Applied, GroupError, GroupOptions, GroupStatus, RaftGroup, RaftTiming};
 pub use replica::{MembershipChange, Replica};

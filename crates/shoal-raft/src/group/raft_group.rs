@@ -13,8 +13,12 @@ use openraft::{
 };
 use shoal_state::{LogIndex, Request, Response, State};
 
-use super::{ShoalRaft, SnapshotData, log_store::LogStore, state_machine::StateMachine};
-use crate::store::SqliteLog;
+use super::{
+    ShoalRaft, SnapshotData,
+    log_store::{LogStore, WriteMode},
+    state_machine::StateMachine,
+};
+use crate::store::DiskLog;
 
 /// Raft timing, from the node's profile. The election window counts from a follower's
 /// last heartbeat to the moment it starts an election, leader lease included.
@@ -59,6 +63,8 @@ pub struct GroupOptions {
     /// Entries kept in the log behind a snapshot, so a briefly lagging follower catches
     /// up from the log instead of a full snapshot transfer.
     pub keep_behind_snapshot: u64,
+    /// Where disk writes run: a writer thread (default), or inline for simulation.
+    pub write_mode: WriteMode,
 }
 
 impl GroupOptions {
@@ -72,6 +78,7 @@ impl From<RaftTiming> for GroupOptions {
             timing,
             snapshot_every: Self::DEFAULT_SNAPSHOT_EVERY,
             keep_behind_snapshot: Self::DEFAULT_KEEP_BEHIND_SNAPSHOT,
+            write_mode: WriteMode::Background,
         }
     }
 }
@@ -165,7 +172,7 @@ impl RaftGroup {
     pub async fn start<N>(
         id: u64,
         options: impl Into<GroupOptions>,
-        log: SqliteLog,
+        log: DiskLog,
         network: N,
     ) -> Result<Self, GroupError>
     where
@@ -185,6 +192,9 @@ impl RaftGroup {
             quorum_loss_probe_interval: Some(2 * election_max),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every.max(1)),
             max_in_snapshot_log_to_keep: options.keep_behind_snapshot,
+            // Send entries to followers as soon as they are in the log's memory tail:
+            // the leader's fsync runs while they travel.
+            broadcast_submitted_on_append: Some(true),
             ..Default::default()
         };
         let config = Arc::new(
@@ -192,7 +202,8 @@ impl RaftGroup {
                 .validate()
                 .map_err(|e| GroupError::Config(e.to_string()))?,
         );
-        let store = LogStore::new(log);
+        let store = LogStore::open(log, options.write_mode)
+            .map_err(|e| GroupError::Fatal(e.to_string()))?;
         let state =
             StateMachine::open(store.shared()).map_err(|e| GroupError::Fatal(e.to_string()))?;
         let raft = Raft::new(id, config, network, store, state.clone())

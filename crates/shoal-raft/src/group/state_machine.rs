@@ -21,7 +21,7 @@ use openraft::{
 use shoal_state::{LogIndex, Response, State};
 
 use super::{ShoalRaft, SnapshotData, invalid_data, io_error};
-use crate::store::SqliteLog;
+use crate::store::DiskLog;
 
 type C = ShoalRaft;
 
@@ -38,12 +38,12 @@ struct Inner {
 pub struct StateMachine {
     inner: Arc<Mutex<Inner>>,
     /// Where snapshots are kept (shared with the log store).
-    disk: Arc<Mutex<SqliteLog>>,
+    disk: Arc<Mutex<DiskLog>>,
 }
 
 impl StateMachine {
     /// Opens the state machine on the group's store: starts from its snapshot, if any.
-    pub fn open(disk: Arc<Mutex<SqliteLog>>) -> Result<Self, io::Error> {
+    pub fn open(disk: Arc<Mutex<DiskLog>>) -> Result<Self, io::Error> {
         let stored = disk
             .lock()
             .unwrap_or_else(|p| p.into_inner())
