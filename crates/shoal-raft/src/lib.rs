@@ -1,18 +1,20 @@
-//! shoal's consensus layer.
+//! shoal's consensus layer: openraft behind our own interface.
 //!
 //! ```text
-//!  RaftGroup (next: openraft behind our own interface)
-//!     │ append / truncate / purge / vote / committed / snapshot
+//!  group::RaftGroup / Replica ── propose, linearizable reads, membership changes
+//!     │  (openraft: elections, replication over gRPC streams, commit, apply)
 //!     ▼
-//!  writer::LogWriter ── one thread owns the log; what queued up meanwhile is written
-//!     │                 in one transaction (group commit: one fsync for the lot)
+//!  group::log_store ── in-memory tail of recent entries (replication reads it while
+//!     │               the fsync runs); every change queued in order to ...
 //!     ▼
-//!  store::DiskLog ── one SQLite file per group under --data-dir, WAL mode,
-//!                      synchronous=FULL: a write is on disk before it is acknowledged
+//!  writer::LogWriter ── one thread; what queued up meanwhile is written together
+//!     │                 (group commit: one fdatasync for the lot)
+//!     ▼
+//!  store::DiskLog ── segments::Segments (the entries, append-only files)
+//!                    + SQLite (vote, commit index, purge point, snapshot)
 //! ```
 //!
-//! What exists today is the durable log; the Raft group itself, its gRPC network and
-//! the KV service are being built on it (issue: control plane).
+//! Nothing outside this crate names openraft types.
 
 pub mod group;
 pub mod segments;

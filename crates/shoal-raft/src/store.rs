@@ -74,31 +74,8 @@ pub struct DiskLog {
     segments: Segments,
     /// The purge point (as stored in SQLite).
     purged: Option<(u64, u64)>,
-    /// Dropping it stops the background checkpointer (file logs only).
-    _checkpointer: Option<std::sync::mpsc::Sender<()>>,
-}
-
-/// How often the background thread folds the WAL back into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Checkpoints the WAL from its own connection and thread, so appends never pay for a
-/// checkpoint (SQLite's automatic one runs inside the committing write and stalls it).
-/// PASSIVE: it copies what no reader needs and never blocks the writer.
-fn spawn_checkpointer(path: &Path) -> Option<std::sync::mpsc::Sender<()>> {
-    let conn = Connection::open(path).ok()?;
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let spawned = std::thread::Builder::new()
-        .name("shoal-wal-checkpoint".into())
-        .spawn(move || {
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                rx.recv_timeout(CHECKPOINT_EVERY)
-            {
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
-                }
-            }
-        });
-    spawned.ok().map(|_| tx)
+    /// SQLite's `synchronous` setting outside lazy commits ("FULL", or "OFF" unsynced).
+    synchronous: &'static str,
 }
 
 const META_VOTE: &str = "vote";
@@ -125,22 +102,18 @@ impl DiskLog {
     /// A file log without fsync, for simulation: it survives its process being killed
     /// (the OS keeps the writes), not the machine losing power.
     pub fn open_unsynced(path: &Path) -> Result<Self, StoreError> {
-        let log = Self::open_file(path, false)?;
+        let mut log = Self::open_file(path, false)?;
         log.conn.pragma_update(None, "synchronous", "OFF")?;
+        log.synchronous = "OFF";
         Ok(log)
     }
 
     fn open_file(path: &Path, sync: bool) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
         let segments = Segments::open(&segments_dir(path), sync)?;
-        let mut log = Self::init(conn, segments)?;
-        // The background thread checkpoints; SQLite's own would stall a commit.
-        log.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        log._checkpointer = spawn_checkpointer(path);
-        if log._checkpointer.is_none() {
-            log.conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
-        }
-        Ok(log)
+        // SQLite's own WAL checkpoints (every 1,000 pages) are fine here: the entries,
+        // the hot path, do not go through SQLite.
+        Self::init(conn, segments)
     }
 
     fn init(conn: Connection, segments: Segments) -> Result<Self, StoreError> {
@@ -163,7 +136,7 @@ impl DiskLog {
             conn,
             segments,
             purged,
-            _checkpointer: None,
+            synchronous: "FULL",
         };
         match version {
             0 => log
@@ -245,6 +218,23 @@ impl DiskLog {
     }
 
     fn write_run(&mut self, writes: &[Write]) -> Vec<Result<(), StoreError>> {
+        let entries_only = writes
+            .iter()
+            .all(|w| matches!(w, Write::Append(_) | Write::TruncateAfter(_)));
+        if entries_only {
+            // The hot path: no SQLite at all, one fdatasync.
+            let results: Vec<Result<(), StoreError>> = writes
+                .iter()
+                .map(|w| entries_write(&mut self.segments, self.purged, w))
+                .collect();
+            return match self.segments.sync() {
+                Ok(()) => results,
+                Err(e) => writes
+                    .iter()
+                    .map(|_| Err(StoreError::Batch(e.to_string())))
+                    .collect(),
+            };
+        }
         // Only commit indexes in SQLite: no fsync (see `save_committed`).
         let lazy = writes.iter().all(|w| {
             matches!(
@@ -256,12 +246,10 @@ impl DiskLog {
             conn,
             segments,
             purged,
+            synchronous,
             ..
         } = self;
-        let synchronous: i64 = match conn.pragma_query_value(None, "synchronous", |r| r.get(0)) {
-            Ok(s) => s,
-            Err(e) => return fail_all(writes, &e),
-        };
+        let synchronous = *synchronous;
         if lazy && let Err(e) = conn.pragma_update(None, "synchronous", "OFF") {
             return fail_all(writes, &e);
         }
@@ -275,19 +263,8 @@ impl DiskLog {
             let results: Vec<Result<(), StoreError>> = writes
                 .iter()
                 .map(|w| match w {
-                    Write::Append(entries) => {
-                        check_follows(last_of(segments, purged_now), entries)?;
-                        Ok(segments.append(entries)?)
-                    }
-                    Write::TruncateAfter(index) => {
-                        // Never below the purge point: those entries are in a snapshot.
-                        let floor = purged_now.map(|p| p.0);
-                        let index = match (*index, floor) {
-                            (Some(i), Some(f)) => Some(i.max(f)),
-                            (None, Some(f)) => Some(f),
-                            (i, None) => i,
-                        };
-                        Ok(segments.truncate_after(index)?)
+                    Write::Append(_) | Write::TruncateAfter(_) => {
+                        entries_write(segments, purged_now, w)
                     }
                     other => {
                         let savepoint = tx.savepoint()?;
@@ -514,6 +491,31 @@ fn check_follows(last: Option<(u64, u64)>, entries: &[LogRecord]) -> Result<(), 
         previous = e.term;
     }
     Ok(())
+}
+
+/// An append or truncation of the entries (the caller syncs).
+fn entries_write(
+    segments: &mut Segments,
+    purged: Option<(u64, u64)>,
+    write: &Write,
+) -> Result<(), StoreError> {
+    match write {
+        Write::Append(entries) => {
+            check_follows(last_of(segments, purged), entries)?;
+            Ok(segments.append(entries)?)
+        }
+        Write::TruncateAfter(index) => {
+            // Never below the purge point: those entries are in a snapshot.
+            let floor = purged.map(|p| p.0);
+            let index = match (*index, floor) {
+                (Some(i), Some(f)) => Some(i.max(f)),
+                (None, Some(f)) => Some(f),
+                (i, None) => i,
+            };
+            Ok(segments.truncate_after(index)?)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The last entry held after the purge point, else the purge point.

@@ -17,6 +17,7 @@ pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
 pub enum KvCommand {
     Put {
         key: String,
+        #[serde(with = "crate::bytes")]
         value: Vec<u8>,
     },
     Delete {
@@ -26,6 +27,7 @@ pub enum KvCommand {
     /// not exist).
     Cas {
         key: String,
+        #[serde(with = "crate::bytes")]
         value: Vec<u8>,
         expected_revision: u64,
     },
@@ -57,6 +59,7 @@ pub enum KvResponse {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvEntry {
+    #[serde(with = "crate::bytes")]
     pub value: Vec<u8>,
     pub create_revision: u64,
     pub mod_revision: u64,

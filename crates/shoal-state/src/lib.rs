@@ -14,6 +14,7 @@
 //! Today the state holds the replicated key-value store (cluster configuration, like
 //! Consul's or etcd's KV); jobs, chat and entities join as further command families.
 
+pub mod bytes;
 pub mod kv;
 pub mod session;
 

@@ -14,10 +14,12 @@ use std::{
 use openraft::{
     BasicNode,
     alias::{SnapshotOf, VoteOf},
+    base::{BoxFuture, BoxStream},
     errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable},
-    network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2},
+    network::{RPCOption, RaftNetworkFactory, stream_append_sequential, v2::RaftNetworkV2},
     raft::{
-        AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+        AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+        VoteRequest, VoteResponse,
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -123,6 +125,44 @@ pub type ProposeOutcome = Result<(u64, u64, shoal_state::Response), GroupError>;
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
+    type AppendStreamStream =
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<RaftMessage, Status>> + Send>>;
+
+    /// The follower side of streamed replication: requests in, results out, in order
+    /// (openraft pipelines them). A message that fails the cluster check or does not
+    /// decode ends the stream; the leader opens a new one.
+    async fn append_stream(
+        &self,
+        r: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let me = self.me.clone();
+        let requests = r.into_inner().scan((), move |_, item| {
+            let req = match item {
+                Ok(m) => me
+                    .open::<AppendEntriesRequest<C>>(&m)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            futures_util::future::ready(match req {
+                Ok(req) => Some(req),
+                Err(e) => {
+                    tracing::debug!(error = %e, "replication stream ends");
+                    None
+                }
+            })
+        });
+        let me = self.me.clone();
+        let results = self
+            .group
+            .raft()
+            .stream_append(requests)
+            .map(move |r| match r {
+                Ok(result) => encode(&result).map(|p| me.message(p)),
+                Err(fatal) => Err(Status::unavailable(format!("raft stopped: {fatal}"))),
+            });
+        Ok(Response::new(Box::pin(results)))
+    }
+
     async fn vote(&self, r: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let req: VoteRequest<C> = self.me.open(r.get_ref())?;
         let resp = self.group.raft().vote(req).await.map_err(raft_status)?;
@@ -402,13 +442,93 @@ impl GrpcPeer {
     }
 
     fn record(&self, ok: bool) {
-        let now = self.epoch.elapsed();
-        let mut breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
-        if ok {
-            breaker.record_success(now);
-        } else {
-            breaker.record_failure(now);
-        }
+        record(&self.breaker, self.epoch, ok);
+    }
+
+    /// Streamed replication: the requests go out as messages of one gRPC stream, the
+    /// results come back on the other direction, in order. The stream fails when
+    /// requests are outstanding and nothing comes back for `PROGRESS_WINDOWS` RPC
+    /// timeouts (openraft then opens a new one).
+    async fn open_append_stream<S>(
+        &mut self,
+        input: S,
+        option: RPCOption,
+    ) -> Result<BoxStream<'static, Result<StreamAppendResult<C>, RPCError<C>>>, RPCError<C>>
+    where
+        S: futures_util::Stream<Item = AppendEntriesRequest<C>> + Send + Unpin + 'static,
+    {
+        let mut client = self.admit().map_err(RPCError::Unreachable)?;
+        let progress = Arc::new(Mutex::new(Progress::default()));
+        let me = self.me.clone();
+        let sent = progress.clone();
+        let outbound = input.filter_map(move |req| {
+            let message = encode(&req).map(|p| me.message(p));
+            if message.is_ok() {
+                lock(&sent).sent();
+            }
+            futures_util::future::ready(message.ok())
+        });
+        let ttl = option.soft_ttl();
+        let target = self.target;
+        let inbound = match tokio::time::timeout(ttl, client.append_stream(outbound)).await {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => {
+                self.record(false);
+                return Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                    "peer {target}: {status}"
+                ))));
+            }
+            Err(_) => {
+                self.record(false);
+                return Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                    "peer {target}: no stream within {} ms",
+                    ttl.as_millis()
+                ))));
+            }
+        };
+        self.record(true);
+        let (breaker, epoch) = (self.breaker.clone(), self.epoch);
+        let window = ttl * PROGRESS_WINDOWS;
+        let results = futures_util::stream::unfold(Some(inbound), move |state| {
+            let (progress, breaker) = (progress.clone(), breaker.clone());
+            async move {
+                let mut inbound = state?;
+                let fail = |why: String| {
+                    record(&breaker, epoch, false);
+                    Some((
+                        Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                            "peer {target}: {why}"
+                        )))),
+                        None,
+                    ))
+                };
+                let next = loop {
+                    match tokio::time::timeout(window, inbound.next()).await {
+                        Ok(next) => break next,
+                        Err(_) if lock(&progress).stuck(window) => {
+                            return fail(format!("no reply in {} ms", window.as_millis()));
+                        }
+                        Err(_) => continue,
+                    }
+                };
+                match next? {
+                    Ok(m) => {
+                        lock(&progress).answered();
+                        match decode::<StreamAppendResult<C>>(&m.payload) {
+                            Ok(result) => {
+                                record(&breaker, epoch, true);
+                                Some((Ok(result), Some(inbound)))
+                            }
+                            Err(e) => {
+                                Some((Err(RPCError::Network(NetworkError::from_string(e))), None))
+                            }
+                        }
+                    }
+                    Err(status) => fail(status.to_string()),
+                }
+            }
+        });
+        Ok(Box::pin(results))
     }
 
     async fn unary<Req, Resp, F, Fut>(
@@ -436,6 +556,49 @@ impl GrpcPeer {
     }
 }
 
+/// A stream with requests outstanding fails after this many RPC timeouts without a reply.
+const PROGRESS_WINDOWS: u32 = 4;
+
+/// Requests sent on a replication stream and not yet answered, and since when.
+#[derive(Debug, Default)]
+struct Progress {
+    outstanding: u64,
+    since: Option<Instant>,
+}
+
+impl Progress {
+    fn sent(&mut self) {
+        if self.outstanding == 0 {
+            self.since = Some(Instant::now());
+        }
+        self.outstanding += 1;
+    }
+
+    fn answered(&mut self) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        self.since = Some(Instant::now());
+    }
+
+    /// Requests are waiting and nothing came back for `window`.
+    fn stuck(&self, window: Duration) -> bool {
+        self.outstanding > 0 && self.since.is_some_and(|s| s.elapsed() >= window)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn record(breaker: &Mutex<CircuitBreaker>, epoch: Instant, ok: bool) {
+    let now = epoch.elapsed();
+    let mut breaker = lock(breaker);
+    if ok {
+        breaker.record_success(now);
+    } else {
+        breaker.record_failure(now);
+    }
+}
+
 impl RaftNetworkFactory<C> for GrpcNetwork {
     type Network = GrpcPeer;
 
@@ -460,6 +623,25 @@ impl RaftNetworkFactory<C> for GrpcNetwork {
 
 impl RaftNetworkV2<C> for GrpcPeer {
     type SnapshotData = SnapshotData;
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<C>, RPCError<C>>>, RPCError<C>>>
+    where
+        S: futures_util::Stream<Item = AppendEntriesRequest<C>> + Send + Unpin + 'static,
+    {
+        // A heartbeat is a stream of exactly one request: one unary call is cheaper than
+        // opening a stream for it.
+        if input.size_hint() == (1, Some(1)) {
+            return stream_append_sequential(self, input, option);
+        }
+        Box::pin(async move {
+            let results = self.open_append_stream(input, option).await?;
+            Ok(results as BoxStream<'s, _>)
+        })
+    }
 
     async fn append_entries(
         &mut self,

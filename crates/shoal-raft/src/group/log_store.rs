@@ -54,6 +54,8 @@ pub enum WriteMode {
 const TAIL_MAX_ENTRIES: usize = 8_192;
 /// ...and their encoded bytes at most.
 const TAIL_MAX_BYTES: usize = 64 << 20;
+/// The commit index goes to disk at most this often.
+const COMMITTED_SAVE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Debug)]
 struct Cached {
@@ -72,6 +74,10 @@ struct Tail {
     last: Option<LogIdOf<C>>,
     purged: Option<LogIdOf<C>>,
     committed: Option<LogIdOf<C>>,
+    /// When the commit index was last queued for the disk.
+    committed_saved_at: Option<std::time::Instant>,
+    /// A newer commit index than the one on disk is waiting (saved on close).
+    committed_unsaved: bool,
 }
 
 impl Tail {
@@ -171,6 +177,37 @@ struct Shared {
     writer: Option<LogWriter>,
 }
 
+impl Drop for Shared {
+    /// Saves the newest commit index on the way out (then the writer, dropped next,
+    /// finishes it), so a member restarted alone applies everything it had applied.
+    fn drop(&mut self) {
+        let bytes = {
+            let tail = lock_tail(&self.tail);
+            if !tail.committed_unsaved {
+                return;
+            }
+            match encode(&tail.committed) {
+                Ok(bytes) => bytes,
+                Err(_) => return,
+            }
+        };
+        let write = Write::Committed(bytes);
+        let failed = match &self.writer {
+            Some(writer) => writer.submit(write, Box::new(|_| {})).is_err(),
+            None => self
+                .disk
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .write_batch(std::slice::from_ref(&write))
+                .iter()
+                .any(Result::is_err),
+        };
+        if failed {
+            tracing::warn!("could not save the commit index on close");
+        }
+    }
+}
+
 /// openraft's log store; clones (the log readers) share everything.
 #[derive(Debug, Clone)]
 pub struct LogStore {
@@ -207,6 +244,8 @@ impl LogStore {
             last,
             purged,
             committed,
+            committed_saved_at: None,
+            committed_unsaved: false,
         };
         let disk = Arc::new(Mutex::new(log));
         let writer = match mode {
@@ -353,8 +392,23 @@ impl RaftLogStorage<C> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let bytes = encode(&committed)?;
-        self.tail().committed = committed;
-        // Not awaited: the commit index need not be durable (see DiskLog::save_committed).
+        {
+            let mut tail = self.tail();
+            tail.committed = committed;
+            // The commit index need not be durable (see DiskLog::save_committed): it only
+            // spares a restarted member re-learning it. Saved at most this often, so
+            // the disk writes of the hot path are the entries alone.
+            if tail
+                .committed_saved_at
+                .is_some_and(|t| t.elapsed() < COMMITTED_SAVE_EVERY)
+            {
+                tail.committed_unsaved = true;
+                return Ok(());
+            }
+            tail.committed_saved_at = Some(std::time::Instant::now());
+            tail.committed_unsaved = false;
+        }
+        // Not awaited, for the same reason.
         self.write(Write::Committed(bytes), |r| {
             if let Err(e) = r {
                 tracing::warn!(error = %e, "saving the commit index failed");

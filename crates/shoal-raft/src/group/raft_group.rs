@@ -150,7 +150,7 @@ type Pending = (
 /// Most proposals handed to Raft as one batch (one log append, one fsync).
 const PROPOSAL_BATCH_MAX: usize = 512;
 /// Batches handed to Raft and not yet committed, at most.
-const PROPOSAL_BATCHES_IN_FLIGHT: usize = 2;
+const PROPOSAL_BATCHES_IN_FLIGHT: usize = 4;
 
 /// One member of a Raft group.
 #[derive(Clone)]
@@ -304,7 +304,8 @@ impl RaftGroup {
 
     /// The address a member registered with the group (voters and learners).
     pub fn member_addr(&self, id: u64) -> Option<String> {
-        let m = self.raft.metrics().borrow_watched().clone();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
         m.membership_config
             .membership()
             .get_node(&id)
@@ -401,7 +402,9 @@ impl RaftGroup {
 
     /// (leader id, term) as this member knows them.
     pub fn leader(&self) -> Option<(u64, u64)> {
-        let m = self.raft.metrics().borrow_watched().clone();
+        // Read in place: this runs on every write, and the metrics are a large struct.
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
         m.current_leader.map(|l| (l, m.current_term))
     }
 
