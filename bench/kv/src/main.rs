@@ -29,7 +29,12 @@ fn arg(name: &str) -> Option<String> {
 
 fn shoal_bin() -> PathBuf {
     arg("--shoal").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/release/shoal")),
+        || {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../target/release/shoal"
+            ))
+        },
         PathBuf::from,
     )
 }
@@ -116,7 +121,10 @@ impl Cluster {
                     .arg("--data-dir")
                     .arg(&data)
                     .args(["--listen-client-urls", &format!("http://127.0.0.1:{port}")])
-                    .args(["--advertise-client-urls", &format!("http://127.0.0.1:{port}")])
+                    .args([
+                        "--advertise-client-urls",
+                        &format!("http://127.0.0.1:{port}"),
+                    ])
                     .args(["--listen-peer-urls", &peer(i as u16)])
                     .args(["--initial-advertise-peer-urls", &peer(i as u16)])
                     .args(["--initial-cluster", &initial.join(",")])
@@ -166,9 +174,10 @@ impl Cluster {
                         .with_connect_timeout(Duration::from_millis(300))
                         .with_timeout(Duration::from_millis(300));
                     match etcd_client::Client::connect([ep.as_str()], Some(opts)).await {
-                        Ok(mut c) => c.status().await.is_ok_and(|s| {
-                            s.header().is_some_and(|h| h.member_id() == s.leader())
-                        }),
+                        Ok(mut c) => c
+                            .status()
+                            .await
+                            .is_ok_and(|s| s.header().is_some_and(|h| h.member_id() == s.leader())),
                         Err(_) => false,
                     }
                 }
@@ -184,7 +193,11 @@ impl Cluster {
     async fn healthy(&self) -> usize {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            assert!(Instant::now() < deadline, "{:?}: no healthy cluster in 60 s", self.system);
+            assert!(
+                Instant::now() < deadline,
+                "{:?}: no healthy cluster in 60 s",
+                self.system
+            );
             if let Some(l) = self.leader().await {
                 let mut all = true;
                 for i in 0..3 {
@@ -238,14 +251,17 @@ impl Writer {
         }
     }
 
-    /// One write attempt; true if acknowledged within `timeout`. With `SHOAL_BENCH_OP`
-    /// = `get-stale` (profiling) a shoal client reads locally instead: the round trip
-    /// without Raft.
+    /// One write attempt; true if acknowledged within `timeout`.
     async fn put_once(&self, key: &str, timeout: Duration) -> bool {
+        self.once(Op::Put, key, timeout).await
+    }
+
+    /// One operation; true if answered within `timeout`. `Op::LocalRead` (shoal only)
+    /// is a stale read the server answers from memory: the client's round trip
+    /// through the same gRPC stack, without Raft.
+    async fn once(&self, op: Op, key: &str, timeout: Duration) -> bool {
         let value = vec![b'v'; VALUE_BYTES];
-        if let Writer::Shoal(c) = self
-            && std::env::var("SHOAL_BENCH_OP").as_deref() == Ok("get-stale")
-        {
+        if let (Op::LocalRead, Writer::Shoal(c)) = (op, self) {
             return tokio::time::timeout(timeout, c.get(key, true))
                 .await
                 .is_ok_and(|r| r.is_ok());
@@ -273,7 +289,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn failover(trials: usize) {
-    let systems = [System::Shoal, System::Etcd(100, 1000), System::Etcd(50, 250)];
+    let systems = [
+        System::Shoal,
+        System::Etcd(100, 1000),
+        System::Etcd(50, 250),
+    ];
     let mut clusters: Vec<Cluster> = systems
         .iter()
         .enumerate()
@@ -293,7 +313,10 @@ async fn failover(trials: usize) {
             let mut n = 0u64;
             loop {
                 n += 1;
-                if writer.put_once(&format!("f{t}-{n}"), Duration::from_millis(100)).await {
+                if writer
+                    .put_once(&format!("f{t}-{n}"), Duration::from_millis(100))
+                    .await
+                {
                     break;
                 }
                 assert!(t0.elapsed() < Duration::from_secs(30), "no write in 30 s");
@@ -323,8 +346,37 @@ async fn failover(trials: usize) {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Put,
+    LocalRead,
+}
+
+/// Append 256 bytes + fdatasync on a fresh file in `dir`, 2,000 times: p50 in ms. The
+/// disk's own latency, the unit of the 1-client target.
+fn fdatasync_p50(dir: &std::path::Path) -> f64 {
+    use std::io::Write;
+    let path = dir.join("fdatasync.probe");
+    let mut f = std::fs::File::create(&path).expect("probe file");
+    let mut lat: Vec<f64> = (0..2000)
+        .map(|_| {
+            let t = Instant::now();
+            f.write_all(&[b'v'; VALUE_BYTES]).expect("probe write");
+            f.sync_data().expect("probe fdatasync");
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    let _ = std::fs::remove_file(&path);
+    lat.sort_by(f64::total_cmp);
+    percentile(&lat, 0.5)
+}
+
 /// `n` clients write for `secs` seconds to `endpoint`: (writes/s, p50 ms, p99 ms).
 async fn drive(system: System, endpoint: &str, n: usize, secs: u64) -> (f64, f64, f64) {
+    drive_op(system, Op::Put, endpoint, n, secs).await
+}
+
+async fn drive_op(system: System, op: Op, endpoint: &str, n: usize, secs: u64) -> (f64, f64, f64) {
     let ep = vec![endpoint.to_string()];
     // Up to 8 connections, shared round-robin by the clients.
     let mut writers = Vec::new();
@@ -340,7 +392,9 @@ async fn drive(system: System, endpoint: &str, n: usize, secs: u64) -> (f64, f64
                 let mut j = 0u64;
                 while Instant::now() < stop {
                     let t = Instant::now();
-                    if w.put_once(&format!("t{i}-{j}"), Duration::from_secs(5)).await {
+                    if w.once(op, &format!("t{i}-{j}"), Duration::from_secs(5))
+                        .await
+                    {
                         lat.push(t.elapsed().as_secs_f64() * 1000.0);
                     }
                     j += 1;
@@ -360,6 +414,26 @@ async fn drive(system: System, endpoint: &str, n: usize, secs: u64) -> (f64, f64
 
 async fn throughput(clients: &[usize], secs: u64) {
     let systems = [System::Shoal, System::Etcd(100, 1000)];
+    // The 1-client target's units, measured here and now: the disk's fdatasync and
+    // the client's gRPC round trip to a shoal server (a read answered from memory).
+    let dir = temp_dir("disk");
+    let fsync = fdatasync_p50(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let rtt = {
+        let c = Cluster::new(System::Shoal, 24500);
+        let leader = c.healthy().await;
+        drive_op(System::Shoal, Op::LocalRead, &c.endpoints[leader], 1, 2)
+            .await
+            .1
+    };
+    println!(
+        "{{\"bench\":\"units\",\"fdatasync_p50_ms\":{fsync:.3},\"grpc_rtt_p50_ms\":{rtt:.3},\"one_client_target_ms\":{:.3}}}",
+        3.0 * fsync + rtt
+    );
+    println!(
+        "\nfdatasync p50 {fsync:.3} ms · gRPC round trip p50 {rtt:.3} ms · 1-client target (3 × fdatasync + round trip) {:.3} ms",
+        3.0 * fsync + rtt
+    );
     println!("\n| system | clients | writes/s | p50 | p99 |\n|---|---|---|---|---|");
     for &n in clients {
         for (k, s) in systems.iter().enumerate() {
@@ -404,11 +478,17 @@ async fn main() {
             let endpoint = arg("--endpoint").expect("--endpoint HOST:PORT");
             let n = arg("--clients").map_or(1, |c| c.parse().expect("--clients N"));
             let secs = arg("--secs").map_or(10, |s| s.parse().expect("--secs N"));
-            let (rate, p50, p99) = drive(system, &endpoint, n, secs).await;
-            println!("{rate:.0} writes/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
+            let op = match arg("--op").as_deref() {
+                Some("local-read") => Op::LocalRead,
+                _ => Op::Put,
+            };
+            let (rate, p50, p99) = drive_op(system, op, &endpoint, n, secs).await;
+            println!("{rate:.0} ops/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
         }
         _ => {
-            eprintln!("usage: shoal-kv-bench failover [--trials N] | throughput [--clients 1,64,256] [--secs N] [--shoal PATH] | drive --endpoint A [--system shoal|etcd] [--clients N] [--secs N]");
+            eprintln!(
+                "usage: shoal-kv-bench failover [--trials N] | throughput [--clients 1,64,256] [--secs N] [--shoal PATH] | drive --endpoint A [--system shoal|etcd] [--op put|local-read] [--clients N] [--secs N]"
+            );
             std::process::exit(2);
         }
     }

@@ -21,4 +21,4 @@ pub mod segments;
 pub mod store;
 pub mod writer;
 
-pub use store::{DiskLog, LogRecord, StoreError, StoredSnapshot, Write};
+pub use store::{DiskLog, LogRecord, SnapshotSaver, StoreError, StoredSnapshot, Write};

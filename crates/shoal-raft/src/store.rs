@@ -76,6 +76,8 @@ pub struct DiskLog {
     purged: Option<(u64, u64)>,
     /// SQLite's `synchronous` setting outside lazy commits ("FULL", or "OFF" unsynced).
     synchronous: &'static str,
+    /// The SQLite file (`None` in memory).
+    path: Option<std::path::PathBuf>,
 }
 
 const META_VOTE: &str = "vote";
@@ -110,10 +112,13 @@ impl DiskLog {
 
     fn open_file(path: &Path, sync: bool) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         let segments = Segments::open(&segments_dir(path), sync)?;
         // SQLite's own WAL checkpoints (every 1,000 pages) are fine here: the entries,
         // the hot path, do not go through SQLite.
-        Self::init(conn, segments)
+        let mut log = Self::init(conn, segments)?;
+        log.path = Some(path.to_path_buf());
+        Ok(log)
     }
 
     fn init(conn: Connection, segments: Segments) -> Result<Self, StoreError> {
@@ -137,6 +142,7 @@ impl DiskLog {
             segments,
             purged,
             synchronous: "FULL",
+            path: None,
         };
         match version {
             0 => log
@@ -382,12 +388,21 @@ impl DiskLog {
 
     /// Replaces the stored snapshot.
     pub fn save_snapshot(&mut self, meta: &[u8], data: &[u8]) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO snapshot (id, meta, data) VALUES (1, ?1, ?2)
-             ON CONFLICT(id) DO UPDATE SET meta = excluded.meta, data = excluded.data",
-            params![meta, data],
-        )?;
-        Ok(())
+        save_snapshot_in(&self.conn, meta, data)
+    }
+
+    /// A separate handle for saving snapshots: its own SQLite connection to a file log,
+    /// so writing a large snapshot does not hold up the log (the entries do not go
+    /// through SQLite, and the small SQLite writes wait for it at most a busy timeout).
+    /// `None` for an in-memory log.
+    pub fn snapshot_saver(&self) -> Result<Option<SnapshotSaver>, StoreError> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "synchronous", self.synchronous)?;
+        Ok(Some(SnapshotSaver { conn }))
     }
 
     /// The stored snapshot, if any.
@@ -428,6 +443,31 @@ impl DiskLog {
         }
         Ok(())
     }
+}
+
+/// Saves snapshots on its own connection (see [`DiskLog::snapshot_saver`]).
+#[derive(Debug)]
+pub struct SnapshotSaver {
+    conn: Connection,
+}
+
+impl SnapshotSaver {
+    /// Replaces the stored snapshot; durable when this returns.
+    pub fn save(&mut self, meta: &[u8], data: &[u8]) -> Result<(), StoreError> {
+        save_snapshot_in(&self.conn, meta, data)
+    }
+}
+
+/// How long a SQLite write waits for another connection's transaction.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn save_snapshot_in(conn: &Connection, meta: &[u8], data: &[u8]) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO snapshot (id, meta, data) VALUES (1, ?1, ?2)
+         ON CONFLICT(id) DO UPDATE SET meta = excluded.meta, data = excluded.data",
+        params![meta, data],
+    )?;
+    Ok(())
 }
 
 /// One durable change, for [`DiskLog::write_batch`].

@@ -21,7 +21,7 @@ use openraft::{
 use shoal_state::{LogIndex, Response, State};
 
 use super::{ShoalRaft, SnapshotData, invalid_data, io_error};
-use crate::store::DiskLog;
+use crate::store::{DiskLog, SnapshotSaver};
 
 type C = ShoalRaft;
 
@@ -39,16 +39,21 @@ pub struct StateMachine {
     inner: Arc<Mutex<Inner>>,
     /// Where snapshots are kept (shared with the log store).
     disk: Arc<Mutex<DiskLog>>,
+    /// Its own connection for writing snapshots (file logs), so a large one does not
+    /// hold the log store's lock while it is written.
+    saver: Option<Arc<Mutex<SnapshotSaver>>>,
 }
 
 impl StateMachine {
     /// Opens the state machine on the group's store: starts from its snapshot, if any.
     pub fn open(disk: Arc<Mutex<DiskLog>>) -> Result<Self, io::Error> {
-        let stored = disk
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .snapshot()
-            .map_err(io_error)?;
+        let (stored, saver) = {
+            let disk = disk.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                disk.snapshot().map_err(io_error)?,
+                disk.snapshot_saver().map_err(io_error)?,
+            )
+        };
         let mut inner = Inner::default();
         if let Some(stored) = stored {
             let meta: SnapshotMetaOf<C> =
@@ -61,6 +66,7 @@ impl StateMachine {
         Ok(Self {
             inner: Arc::new(Mutex::new(inner)),
             disk,
+            saver: saver.map(|s| Arc::new(Mutex::new(s))),
         })
     }
 
@@ -71,11 +77,18 @@ impl StateMachine {
     /// Writes a snapshot to disk (durably) before it is announced.
     fn persist(&self, meta: &SnapshotMetaOf<C>, data: &[u8]) -> Result<(), io::Error> {
         let meta = postcard::to_allocvec(meta).map_err(invalid_data)?;
-        self.disk
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .save_snapshot(&meta, data)
-            .map_err(io_error)
+        match &self.saver {
+            Some(saver) => saver
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .save(&meta, data),
+            None => self
+                .disk
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .save_snapshot(&meta, data),
+        }
+        .map_err(io_error)
     }
 
     /// Index of the last applied entry.
