@@ -289,11 +289,21 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn failover(trials: usize) {
-    let systems = [
+    // `--only shoal` (or `etcd`) for a quick look at one system.
+    let only = arg("--only");
+    let systems: Vec<System> = [
         System::Shoal,
         System::Etcd(100, 1000),
         System::Etcd(50, 250),
-    ];
+    ]
+    .into_iter()
+    .filter(|s| match (only.as_deref(), s) {
+        (None, _) => true,
+        (Some("shoal"), System::Shoal) => true,
+        (Some("etcd"), System::Etcd(..)) => true,
+        _ => false,
+    })
+    .collect();
     let mut clusters: Vec<Cluster> = systems
         .iter()
         .enumerate()
@@ -487,7 +497,7 @@ async fn main() {
         }
         _ => {
             eprintln!(
-                "usage: shoal-kv-bench failover [--trials N] | throughput [--clients 1,64,256] [--secs N] [--shoal PATH] | drive --endpoint A [--system shoal|etcd] [--op put|local-read] [--clients N] [--secs N]"
+                "usage: shoal-kv-bench failover [--trials N] [--only shoal|etcd] | throughput [--clients 1,64,256] [--secs N] [--shoal PATH] | drive --endpoint A [--system shoal|etcd] [--op put|local-read] [--clients N] [--secs N]"
             );
             std::process::exit(2);
         }

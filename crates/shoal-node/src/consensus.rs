@@ -94,6 +94,8 @@ pub async fn start(config: &NodeConfig) -> Result<Option<Consensus>, ConsensusEr
         group,
         Forwarder::new(identity(config), FORWARD_TIMEOUT),
         FORWARD_TIMEOUT,
+        // Two election windows: enough for one election round and its first commit.
+        Duration::from_millis(2 * config.raft.election_max_ms),
     );
     Ok(Some(Consensus {
         replica,

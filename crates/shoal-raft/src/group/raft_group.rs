@@ -410,6 +410,31 @@ impl RaftGroup {
         m.current_leader.map(|l| (l, m.current_term))
     }
 
+    /// Waits up to `timeout` until this member knows a leader other than `except`
+    /// (id, term); returns it, or `None` when none appeared in time.
+    pub async fn await_leader(
+        &self,
+        except: Option<(u64, u64)>,
+        timeout: Duration,
+    ) -> Option<(u64, u64)> {
+        if timeout.is_zero() {
+            return None;
+        }
+        let m = self
+            .raft
+            .wait(Some(timeout))
+            .metrics(
+                move |m| {
+                    m.current_leader
+                        .is_some_and(|l| Some((l, m.current_term)) != except)
+                },
+                "a leader",
+            )
+            .await
+            .ok()?;
+        m.current_leader.map(|l| (l, m.current_term))
+    }
+
     pub fn status(&self) -> GroupStatus {
         let m = self.raft.metrics().borrow_watched().clone();
         GroupStatus {

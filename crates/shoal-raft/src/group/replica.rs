@@ -28,14 +28,23 @@ pub struct Replica {
     forwarder: Forwarder,
     /// How long a follower waits to apply a read index.
     read_wait: Duration,
+    /// How long a write waits for a leader while none is known or the one tried is
+    /// gone (an election): about two election windows.
+    leader_wait: Duration,
 }
 
 impl Replica {
-    pub fn new(group: RaftGroup, forwarder: Forwarder, read_wait: Duration) -> Self {
+    pub fn new(
+        group: RaftGroup,
+        forwarder: Forwarder,
+        read_wait: Duration,
+        leader_wait: Duration,
+    ) -> Self {
         Self {
             group,
             forwarder,
             read_wait,
+            leader_wait,
         }
     }
 
@@ -48,24 +57,53 @@ impl Replica {
         self.group.member_addr(leader)
     }
 
-    /// Commits `request` through the leader, wherever it is. `NotLeader { leader: None }`
-    /// means no leader is known right now (an election is running): retry shortly.
+    /// Commits `request` through the leader, wherever it is.
+    ///
+    /// During an election the write waits (up to `leader_wait`) for the next leader
+    /// instead of failing at once, as etcd does: the client then gets its answer as
+    /// soon as the group can give one, without polling. A forwarded write is retried at
+    /// the new leader when the old one said it is not the leader (nothing was written)
+    /// or could not be reached and the request carries a client tag (the state machine
+    /// applies a tagged write once). `NotLeader { leader: None }` means no leader
+    /// appeared in time.
     pub async fn write(&self, request: Request) -> Result<Applied, GroupError> {
-        // Forward straight away when another member leads; otherwise propose here (the
-        // request is not copied on the leader's hot path).
-        let addr = match self.group.leader() {
-            Some((l, _)) if l != self.group.id() => self.group.member_addr(l),
-            _ => None,
-        };
-        let Some(addr) = addr else {
-            return self.group.propose(request).await;
-        };
-        let (index, term, response) = self.forwarder.propose(&addr, &request).await?;
-        Ok(Applied {
-            index: LogIndex(index),
-            term,
-            response,
-        })
+        let deadline = tokio::time::Instant::now() + self.leader_wait;
+        let mut failed_with: Option<(u64, u64)> = None;
+        loop {
+            let leader = match self.group.leader() {
+                Some(l) if Some(l) != failed_with => Some(l),
+                _ => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    self.group.await_leader(failed_with, left).await
+                }
+            };
+            let Some((id, term)) = leader else {
+                return Err(GroupError::NotLeader { leader: None });
+            };
+            // The leader proposes directly (the request is not copied on its hot path).
+            if id == self.group.id() {
+                return self.group.propose(request).await;
+            }
+            let Some(addr) = self.group.member_addr(id) else {
+                return Err(GroupError::NotLeader { leader: Some(id) });
+            };
+            let error = match self.forwarder.propose(&addr, &request).await {
+                Ok((index, term, response)) => {
+                    return Ok(Applied {
+                        index: LogIndex(index),
+                        term,
+                        response,
+                    });
+                }
+                Err(e @ GroupError::NotLeader { .. }) => e,
+                Err(e @ GroupError::Unknown { .. }) if request.client.is_some() => e,
+                Err(e) => return Err(e),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(error);
+            }
+            failed_with = Some((id, term));
+        }
     }
 
     /// Returns once this member's state reflects every write committed before the call.
