@@ -11,8 +11,11 @@ use shoal_types::config::format_hex_key;
 
 /// Logs go to stderr; `RUST_LOG` filters them (default `info` for shoal's crates).
 pub fn init_tracing() {
+    // openraft warns on every failed heartbeat: 20 lines a second per peer that is down.
+    // Peer health is in `shoal managers ls`, /v1/quorum and the breaker metrics instead;
+    // RUST_LOG=openraft=info shows Raft's own account when needed.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,shoal=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,shoal=info,openraft=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

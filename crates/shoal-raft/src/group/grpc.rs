@@ -451,12 +451,19 @@ impl GrpcPeer {
     /// timeouts (openraft then opens a new one).
     async fn open_append_stream<S>(
         &mut self,
-        input: S,
+        mut input: S,
         option: RPCOption,
     ) -> Result<BoxStream<'static, Result<StreamAppendResult<C>, RPCError<C>>>, RPCError<C>>
     where
         S: futures_util::Stream<Item = AppendEntriesRequest<C>> + Send + Unpin + 'static,
     {
+        // Take the first request before anything can fail: openraft applies its retry
+        // backoff while producing a request, so failing before asking for one (an open
+        // breaker, a refused connection) would have it retry in a tight loop.
+        let Some(first) = input.next().await else {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        };
+        let input = futures_util::stream::once(futures_util::future::ready(first)).chain(input);
         let mut client = self.admit().map_err(RPCError::Unreachable)?;
         let progress = Arc::new(Mutex::new(Progress::default()));
         let me = self.me.clone();
