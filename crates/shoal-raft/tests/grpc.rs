@@ -7,7 +7,7 @@ use shoal_proto::v1::{RaftMessage, raft_client::RaftClient};
 use shoal_raft::{
     DiskLog,
     group::{
-        RaftGroup, RaftTiming,
+        RaftGroup, RaftTiming, ShoalRaft,
         grpc::{GrpcNetwork, Identity, peer_breaker, service},
     },
 };
@@ -158,4 +158,36 @@ async fn raft_over_grpc_elects_replicates_and_fails_over() {
     for id in survivors {
         members[&id].group.shutdown().await;
     }
+}
+
+/// A replication stream to a peer that cannot be reached asks for its first request
+/// before it fails: openraft sleeps its retry backoff while producing a request, so a
+/// stream that failed before asking (refused connection, open breaker) made a leader
+/// retry a dead peer in a tight loop, burning a core and flooding the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replication_stream_asks_for_a_request_before_it_can_fail() {
+    use openraft::{
+        BasicNode,
+        network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2},
+        raft::AppendEntriesRequest,
+    };
+    // A port nobody listens on: connecting is refused at once.
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = nobody.local_addr().unwrap();
+    drop(nobody);
+    let mut network = GrpcNetwork::new(me(), peer_breaker(&RaftTiming::LOCAL));
+    let mut peer = network
+        .new_client(2, &BasicNode::new(addr.to_string()))
+        .await;
+    let no_requests = futures_util::stream::pending::<AppendEntriesRequest<ShoalRaft>>();
+    let opened = tokio::time::timeout(
+        Duration::from_millis(300),
+        peer.stream_append(no_requests, RPCOption::new(Duration::from_millis(50))),
+    )
+    .await;
+    assert!(
+        opened.is_err(),
+        "the stream settled before any request was produced (ok: {:?})",
+        opened.map(|r| r.is_ok())
+    );
 }
