@@ -19,6 +19,7 @@
 pub mod group;
 pub mod segments;
 pub mod store;
+pub mod testing;
 pub mod writer;
 
 pub use store::{DiskLog, LogRecord, SnapshotSaver, StoreError, StoredSnapshot, Write};

@@ -550,30 +550,7 @@ impl Crc32 {
 mod tests {
     use super::*;
 
-    /// A directory removed when dropped.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            let n = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            let p =
-                std::env::temp_dir().join(format!("shoal-seg-{tag}-{}-{n}", std::process::id()));
-            std::fs::create_dir_all(&p).unwrap();
-            Self(p)
-        }
-
-        fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testing::TempDir;
 
     fn rec(index: u64, term: u64, n: usize) -> LogRecord {
         LogRecord {
@@ -592,7 +569,7 @@ mod tests {
 
     #[test]
     fn entries_survive_reopen_and_a_torn_tail_is_cut() {
-        let dir = TempDir::new("torn");
+        let dir = TempDir::new("seg-torn").unwrap();
         {
             let mut s = Segments::open(dir.path(), true).unwrap();
             s.append(&(1..=10).map(|i| rec(i, 1, 40)).collect::<Vec<_>>())
@@ -624,7 +601,7 @@ mod tests {
 
     #[test]
     fn corruption_before_the_end_is_refused_with_file_and_offset() {
-        let dir = TempDir::new("corrupt");
+        let dir = TempDir::new("seg-corrupt").unwrap();
         {
             let mut s = Segments::open(dir.path(), true).unwrap();
             s.append(&(1..=5).map(|i| rec(i, 1, 16)).collect::<Vec<_>>())
@@ -650,7 +627,7 @@ mod tests {
 
     #[test]
     fn segments_roll_truncate_and_purge() {
-        let dir = TempDir::new("roll");
+        let dir = TempDir::new("seg-roll").unwrap();
         let mut s = Segments::open(dir.path(), false).unwrap();
         // 1 MiB entries: a segment fills after 64 of them.
         let big = |i| rec(i, 1, 1 << 20);

@@ -1,35 +1,14 @@
 //! The durable log on its own: ordering rules, truncation, purge, votes and snapshots
 //! across reopen, and a model check against a plain Vec.
 
-use std::path::PathBuf;
-
 use proptest::prelude::*;
-use shoal_raft::{DiskLog, LogRecord, StoreError};
+use shoal_raft::{DiskLog, LogRecord, StoreError, testing::TempDir};
 
 fn rec(index: u64, term: u64) -> LogRecord {
     LogRecord {
         index,
         term,
         payload: format!("cmd-{index}").into_bytes(),
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let n = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let p = std::env::temp_dir().join(format!("shoal-raft-{tag}-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -99,8 +78,8 @@ fn truncate_and_purge() {
 
 #[test]
 fn everything_survives_reopen() {
-    let dir = TempDir::new("reopen");
-    let path = dir.0.join("raft.db");
+    let dir = TempDir::new("raft-reopen").unwrap();
+    let path = dir.path().join("raft.db");
     {
         let mut log = DiskLog::open(&path).unwrap();
         log.append(&[rec(1, 1), rec(2, 1)]).unwrap();
@@ -205,8 +184,8 @@ proptest! {
     /// nothing truncated reappears from the reserved space.
     #[test]
     fn files_match_a_vec_model_across_reopen(ops in prop::collection::vec(arb_op(), 1..40)) {
-        let dir = TempDir::new("model");
-        let path = dir.0.join("raft.db");
+        let dir = TempDir::new("raft-model").unwrap();
+        let path = dir.path().join("raft.db");
         check_against_model(DiskLog::open(&path).unwrap(), Some(&path), ops)?;
     }
 }
