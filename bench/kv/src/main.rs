@@ -323,10 +323,17 @@ async fn failover(trials: usize) {
             let mut n = 0u64;
             loop {
                 n += 1;
-                if writer
+                let ta = t0.elapsed();
+                let ok = writer
                     .put_once(&format!("f{t}-{n}"), Duration::from_millis(100))
-                    .await
-                {
+                    .await;
+                if std::env::var("BENCH_DEBUG").is_ok() {
+                    eprintln!(
+                        "failover attempt {n} at {ta:?} took {:?} ok={ok}",
+                        t0.elapsed() - ta
+                    );
+                }
+                if ok {
                     break;
                 }
                 assert!(t0.elapsed() < Duration::from_secs(30), "no write in 30 s");

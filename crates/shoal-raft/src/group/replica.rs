@@ -87,7 +87,21 @@ impl Replica {
             let Some(addr) = self.group.member_addr(id) else {
                 return Err(GroupError::NotLeader { leader: Some(id) });
             };
-            let error = match self.forwarder.propose(&addr, &request).await {
+            // A tagged write stops waiting on a leader that this member sees replaced (a
+            // dead leader's connection can hang in reconnect): it goes to the new one, and
+            // the tag makes sure it is applied once whichever copy lands.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let replaced = async {
+                match request.client {
+                    Some(_) => self.group.await_leader(Some((id, term)), left).await,
+                    None => None,
+                }
+            };
+            let outcome = tokio::select! {
+                r = self.forwarder.propose(&addr, &request) => r,
+                Some(_) = replaced => Err(GroupError::Unknown { leader: None }),
+            };
+            let error = match outcome {
                 Ok((index, term, response)) => {
                     return Ok(Applied {
                         index: LogIndex(index),
