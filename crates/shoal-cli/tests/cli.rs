@@ -81,6 +81,11 @@ fn events_prints_joins_and_failures() {
         l.contains("NodeJoined") && l.contains(" e1 ")
     });
     assert!(joined.contains("state=alive"), "{joined}");
+    // The join is announced as soon as a hears of e1; its metadata (role, dc) follows
+    // by gossip. Kill e1 only once a has it, so the failure line can name them.
+    wait_for("a has e1's metadata", LONG, || {
+        status(&a).is_some_and(|s| s.members.iter().any(|m| m.id == "e1" && !m.role.is_empty()))
+    });
     b.kill9();
     let failed = expect_line(&lines, "NodeFailed e1", |l| {
         l.contains("NodeFailed") && l.contains(" e1 ")
