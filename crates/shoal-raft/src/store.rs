@@ -347,21 +347,6 @@ impl DiskLog {
         self.write_one(Write::PurgeUpto { index, term })
     }
 
-    /// Purges up to `index` and records `id` (the consensus layer's encoding of that
-    /// entry's id) in the same transaction.
-    pub fn purge_upto_with_id(
-        &mut self,
-        index: u64,
-        term: u64,
-        id: &[u8],
-    ) -> Result<(), StoreError> {
-        self.write_one(Write::Purge {
-            index,
-            term,
-            id: id.to_vec(),
-        })
-    }
-
     pub fn purged_id(&self) -> Result<Option<Vec<u8>>, StoreError> {
         meta_in(&self.conn, META_PURGED_ID)
     }
@@ -481,10 +466,8 @@ pub enum Write {
     },
     Vote(Vec<u8>),
     Committed(Vec<u8>),
-    /// The consensus layer's own encoding of the last purged entry's id.
-    PurgedId(Vec<u8>),
-    /// [`PurgeUpto`](Self::PurgeUpto) and [`PurgedId`](Self::PurgedId) together (one
-    /// write: a batch may succeed in part, these two must not).
+    /// [`PurgeUpto`](Self::PurgeUpto) plus the consensus layer's own encoding of the
+    /// purged entry's id, in one write (a batch may succeed in part, these two must not).
     Purge {
         index: u64,
         term: u64,
@@ -592,7 +575,6 @@ fn apply_meta(
         }
         Write::Vote(v) => set_meta_in(conn, META_VOTE, v).map(|()| None),
         Write::Committed(c) => set_meta_in(conn, META_COMMITTED, c).map(|()| None),
-        Write::PurgedId(id) => set_meta_in(conn, META_PURGED_ID, id).map(|()| None),
     }
 }
 
