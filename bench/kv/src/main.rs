@@ -157,6 +157,7 @@ impl Cluster {
 
     /// Index of the leader, if one is known.
     async fn leader(&self) -> Option<usize> {
+        let mut leaders = Vec::new();
         for (i, ep) in self.endpoints.iter().enumerate() {
             if self.procs[i].is_none() {
                 continue;
@@ -183,10 +184,15 @@ impl Cluster {
                 }
             };
             if is_leader {
-                return Some(i);
+                leaders.push(i);
             }
         }
-        None
+        // A restarted replica briefly reports the leadership it had before it died
+        // until it hears the newer term: two claimants mean "not settled yet".
+        match leaders[..] {
+            [l] => Some(l),
+            _ => None,
+        }
     }
 
     /// Waits for a leader and a successful write through every live replica.
@@ -204,7 +210,9 @@ impl Cluster {
                     let w = Writer::new(self.system, &[self.endpoints[i].clone()]).await;
                     all &= w.put_once("health", Duration::from_millis(1000)).await;
                 }
-                if all {
+                // The leader must not have changed while the writes ran (the one found
+                // first may have been a restarted replica's stale claim).
+                if all && self.leader().await == Some(l) {
                     return l;
                 }
             }
@@ -320,6 +328,13 @@ async fn failover(trials: usize) {
             let writer = Writer::new(c.system, &survivors).await;
             c.kill(leader);
             let t0 = Instant::now();
+            if std::env::var("BENCH_DEBUG").is_ok() {
+                let wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                eprintln!("failover trial {t}: killed m{leader} at wall {wall:.3}");
+            }
             let mut n = 0u64;
             loop {
                 n += 1;
@@ -328,8 +343,12 @@ async fn failover(trials: usize) {
                     .put_once(&format!("f{t}-{n}"), Duration::from_millis(100))
                     .await;
                 if std::env::var("BENCH_DEBUG").is_ok() {
+                    let wall = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs_f64();
                     eprintln!(
-                        "failover attempt {n} at {ta:?} took {:?} ok={ok}",
+                        "failover attempt {n} at {ta:?} took {:?} ok={ok} (wall {wall:.3})",
                         t0.elapsed() - ta
                     );
                 }

@@ -402,9 +402,11 @@ impl Consensus {
         loop {
             match op().await {
                 Ok(()) => return Ok(()),
-                Err(e @ (GroupError::NotLeader { .. } | GroupError::Unknown { .. }))
-                    if tokio::time::Instant::now() < deadline =>
-                {
+                Err(
+                    e @ (GroupError::NotLeader { .. }
+                    | GroupError::Unknown { .. }
+                    | GroupError::NoQuorum),
+                ) if tokio::time::Instant::now() < deadline => {
                     tracing::debug!(error = %e, "no leader yet; retrying");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }

@@ -51,7 +51,7 @@ pub fn group_status(e: GroupError) -> Status {
         GroupError::Unknown { .. } => Status::unavailable(
             "leadership changed while the write was in flight; its outcome is unknown: retry it with the same tag",
         ),
-        GroupError::Timeout { .. } => Status::unavailable(e.to_string()),
+        GroupError::Timeout { .. } | GroupError::NoQuorum => Status::unavailable(e.to_string()),
         GroupError::Membership(m) => Status::failed_precondition(m),
         GroupError::Config(m) | GroupError::Fatal(m) => Status::unavailable(format!("raft: {m}")),
     }

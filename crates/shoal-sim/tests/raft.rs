@@ -499,3 +499,74 @@ fn three_replicas_keep_every_invariant_under_faults() {
 fn five_replicas_keep_every_invariant_under_faults() {
     simulate(5, 100..104);
 }
+
+/// A write that reaches a leader the moment it is elected — before any follower has
+/// acknowledged it, so before it holds a lease — is committed, not sent back with "not
+/// the leader": the first write after a failover must not cost the client a retry.
+#[test]
+fn a_just_elected_leader_takes_a_write_at_once() {
+    for seed in seeds(0..3) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let mut sim = Sim::new(1_000 + seed, 3);
+            for id in 1..=3 {
+                sim.start(id).await;
+            }
+            let voters = (1..=3).map(|id| (id, format!("n{id}"))).collect();
+            let first = sim.live.borrow()[&1].clone();
+            first.initialize(voters).await.expect("initialize");
+            let write = |seq: u64| Request {
+                client: Some(ClientTag { client_id: 9, seq }),
+                command: Command::Kv(KvCommand::Put {
+                    key: format!("k{seq}"),
+                    value: b"v".to_vec(),
+                }),
+            };
+            let any = sim.live.borrow()[&2].clone();
+            let (old, term) = any
+                .await_leader(None, Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|| sim.fail("no first leader"));
+            let old_group = sim.live.borrow()[&old].clone();
+            old_group.propose(write(1)).await.expect("first write");
+            sim.crash(old).await;
+            sim.log.push(format!("killed leader {old} (term {term})"));
+            // Each survivor waits for the next leader; the one elected proposes the
+            // moment its own metrics say so.
+            let survivors: Vec<RaftGroup> = sim.live.borrow().values().cloned().collect();
+            let waits: Vec<_> = survivors
+                .iter()
+                .map(|g| {
+                    let g = g.clone();
+                    tokio::task::spawn_local(async move {
+                        match g
+                            .await_leader(Some((old, term)), Duration::from_secs(5))
+                            .await
+                        {
+                            Some((l, _)) if l == g.id() => Some(g.propose(write(2)).await),
+                            _ => None,
+                        }
+                    })
+                })
+                .collect();
+            let mut outcomes = Vec::new();
+            for w in waits {
+                outcomes.push(w.await.expect("survivor task"));
+            }
+            match outcomes.into_iter().flatten().next() {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => sim.fail(&format!("the new leader refused a write: {e}")),
+                None => sim.fail("no survivor saw itself elected"),
+            }
+            for g in survivors {
+                g.shutdown().await;
+            }
+            let _ = std::fs::remove_dir_all(&sim.dir);
+        });
+    }
+}

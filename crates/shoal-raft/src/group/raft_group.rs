@@ -9,7 +9,8 @@ use std::{
 
 use openraft::{
     BasicNode, ChangeMembers, Config, Instant as _, Raft, ServerState, SnapshotPolicy,
-    async_runtime::WatchReceiver, errors::ClientWriteError,
+    async_runtime::WatchReceiver,
+    errors::{ClientWriteError, ForwardReason},
 };
 use shoal_state::{LogIndex, Request, Response, State};
 
@@ -105,6 +106,10 @@ pub enum GroupError {
     /// A membership change was refused; the message says why.
     #[error("membership change refused: {0}")]
     Membership(String),
+    /// This member leads but has not heard from a majority within its lease (cut off
+    /// from the others): nothing was written.
+    #[error("the leader has not heard from a majority recently; nothing was written, retry")]
+    NoQuorum,
 }
 
 /// A proposal that committed and was applied.
@@ -161,6 +166,9 @@ pub struct RaftGroup {
     raft: Raft<ShoalRaft, StateMachine>,
     state: StateMachine,
     proposals: tokio::sync::mpsc::Sender<Pending>,
+    /// How long a proposal on a just-elected leader waits for its first quorum
+    /// acknowledgement (the lease it needs before it takes writes).
+    lease_wait: Duration,
 }
 
 impl std::fmt::Debug for RaftGroup {
@@ -218,11 +226,19 @@ impl RaftGroup {
             raft,
             state,
             proposals,
+            lease_wait: Duration::from_millis(2 * timing.election_max_ms),
         })
     }
 
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// True on a leader no majority has acknowledged yet (just elected).
+    fn is_unacknowledged_leader(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        m.state == ServerState::Leader && m.last_quorum_acked.is_none()
     }
 
     /// Forms the group with these voters (id → address). Only one member should call it;
@@ -242,7 +258,22 @@ impl RaftGroup {
     /// Proposes a request; returns once it is committed and applied here. Concurrent
     /// proposals are handed to Raft in batches: one log append (one fsync) per batch on
     /// the leader and on each follower.
+    ///
+    /// A leader takes writes only while a majority has acknowledged it within its lease.
+    /// A just-elected leader has no acknowledgement yet (its first append is on the way),
+    /// so a proposal that arrives in those few milliseconds waits for it instead of
+    /// failing: the first write after a failover is not sent back to retry.
     pub async fn propose(&self, request: Request) -> Result<Applied, GroupError> {
+        if self.is_unacknowledged_leader() {
+            let _ = self
+                .raft
+                .wait(Some(self.lease_wait))
+                .metrics(
+                    |m| m.state != ServerState::Leader || m.last_quorum_acked.is_some(),
+                    "a quorum acknowledgement",
+                )
+                .await;
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.proposals
             .send((request, tx))
@@ -498,6 +529,9 @@ fn membership_error(
 
 fn write_error(e: ClientWriteError<ShoalRaft>) -> GroupError {
     match e {
+        ClientWriteError::ForwardToLeader(f) if f.reason == ForwardReason::LeaseExpired => {
+            GroupError::NoQuorum
+        }
         ClientWriteError::ForwardToLeader(f) => GroupError::NotLeader {
             leader: f.leader_id,
         },

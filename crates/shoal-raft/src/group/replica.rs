@@ -21,6 +21,9 @@ pub enum MembershipChange {
 /// How long the leader waits for a new member to catch up before promoting it.
 pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a forwarded write waits before asking a leader without quorum again.
+const NO_QUORUM_PAUSE: Duration = Duration::from_millis(5);
+
 /// A group member plus the means to reach its leader.
 #[derive(Debug, Clone)]
 pub struct Replica {
@@ -78,8 +81,10 @@ impl Replica {
                 }
             };
             let Some((id, term)) = leader else {
+                tracing::debug!("write: no leader in time");
                 return Err(GroupError::NotLeader { leader: None });
             };
+            tracing::trace!(leader = id, term, "write: to leader");
             // The leader proposes directly (the request is not copied on its hot path).
             if id == self.group.id() {
                 return self.group.propose(request).await;
@@ -111,8 +116,17 @@ impl Replica {
                 }
                 Err(e @ GroupError::NotLeader { .. }) => e,
                 Err(e @ GroupError::Unknown { .. }) if request.client.is_some() => e,
+                // The leader is there but has no fresh majority behind it (cut off, or
+                // its lease lapsed): nothing was written; ask it again shortly, unless
+                // this member sees it replaced meanwhile.
+                Err(GroupError::NoQuorum) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(leader = id, term, "write: leader without quorum");
+                    tokio::time::sleep(NO_QUORUM_PAUSE).await;
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
+            tracing::debug!(leader = id, term, error = %error, "write: forward failed");
             if tokio::time::Instant::now() >= deadline {
                 return Err(error);
             }
