@@ -11,15 +11,18 @@
 //!        retried request with a seen (id, seq) ◄── cached response (applied once)
 //! ```
 //!
-//! Today the state holds the replicated key-value store (cluster configuration, like
-//! Consul's or etcd's KV); jobs, chat and entities join as further command families.
+//! The state holds the replicated key-value store (cluster configuration, like Consul's
+//! or etcd's KV) and the jobs ledger ([`jobs`]); chat and entities join as further
+//! command families.
 
 pub mod bytes;
+pub mod jobs;
 pub mod kv;
 pub mod session;
 
 use serde::{Deserialize, Serialize};
 
+pub use jobs::{JobCommand, JobError, JobResponse, Jobs};
 pub use kv::{KvCommand, KvEntry, KvError, KvResponse, KvStore};
 pub use session::{ClientTag, Sessions};
 
@@ -35,6 +38,7 @@ pub enum Command {
     /// Written by a new leader to commit entries of earlier terms; changes nothing.
     Noop,
     Kv(KvCommand),
+    Jobs(JobCommand),
 }
 
 /// A command as a client submitted it: tagged so a retry after a failover is applied
@@ -60,6 +64,17 @@ impl std::fmt::Display for Request {
             }) => {
                 write!(f, "cas {key} at {expected_revision}")
             }
+            Command::Jobs(JobCommand::Submit { id, .. }) => write!(f, "submit job {id}"),
+            Command::Jobs(JobCommand::Schedule { places, .. }) => {
+                write!(f, "schedule {} instances", places.len())
+            }
+            Command::Jobs(JobCommand::Report {
+                instance, event, ..
+            }) => write!(f, "report {instance} {event:?}"),
+            Command::Jobs(JobCommand::WorkerLost { worker, .. }) => {
+                write!(f, "worker {worker} lost")
+            }
+            Command::Jobs(JobCommand::Cancel { id, .. }) => write!(f, "cancel job {id}"),
         }
     }
 }
@@ -69,6 +84,7 @@ impl std::fmt::Display for Request {
 pub enum Response {
     Noop,
     Kv(Result<KvResponse, KvError>),
+    Jobs(Result<JobResponse, JobError>),
     /// The client's session no longer remembers this sequence number: it was applied
     /// long ago and its response was forgotten. Nothing was applied now.
     SessionExpired {
@@ -87,6 +103,7 @@ impl std::fmt::Display for Response {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct State {
     pub kv: KvStore,
+    pub jobs: Jobs,
     pub sessions: Sessions,
     pub last_applied: LogIndex,
 }
@@ -114,6 +131,7 @@ impl State {
         let response = match &request.command {
             Command::Noop => Response::Noop,
             Command::Kv(cmd) => Response::Kv(self.kv.apply(index, cmd)),
+            Command::Jobs(cmd) => Response::Jobs(self.jobs.apply(index, cmd)),
         };
         if let Some(tag) = request.client {
             self.sessions.record(tag, index, response.clone());
@@ -125,6 +143,7 @@ impl State {
     /// Checks the invariants tests rely on; `Err` names the broken one.
     pub fn validate(&self) -> Result<(), String> {
         self.kv.validate()?;
+        self.jobs.validate()?;
         self.sessions.validate()
     }
 
