@@ -1086,9 +1086,9 @@ impl Job {
             {
                 failed.get_or_insert((self.spec.workflows[w].name.clone(), *bad));
                 *bad
-            } else if states.iter().any(|s| *s == RunState::Running) {
+            } else if states.contains(&RunState::Running) {
                 RunState::Running
-            } else if states.iter().any(|s| *s == RunState::Dispatching) {
+            } else if states.contains(&RunState::Dispatching) {
                 RunState::Dispatching
             } else {
                 RunState::Queued
@@ -1107,9 +1107,9 @@ impl Job {
         let states: Vec<RunState> = self.workflows.iter().map(|w| w.state).collect();
         if states.iter().all(|s| *s == RunState::Completed) {
             self.finish(RunState::Completed, None, now_ms);
-        } else if states.iter().any(|s| *s == RunState::Running) {
+        } else if states.contains(&RunState::Running) {
             self.state = RunState::Running;
-        } else if states.iter().any(|s| *s == RunState::Dispatching) {
+        } else if states.contains(&RunState::Dispatching) {
             self.state = RunState::Dispatching;
         } else if self.state != RunState::Submitted {
             self.state = RunState::Queued;
