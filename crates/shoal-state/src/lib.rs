@@ -17,6 +17,7 @@
 
 pub mod bytes;
 pub mod jobs;
+pub mod jobspec;
 pub mod kv;
 pub mod session;
 
