@@ -5,7 +5,7 @@ use std::{error::Error, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files: Vec<PathBuf> = ["cluster.proto", "kv.proto", "raft.proto"]
+    let files: Vec<PathBuf> = ["cluster.proto", "jobs.proto", "kv.proto", "raft.proto"]
         .iter()
         .map(|f| root.join("shoal/v1").join(f))
         .collect();

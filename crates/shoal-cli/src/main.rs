@@ -37,6 +37,10 @@ enum Command {
     Tag(cmd::status::TagArgs),
     /// The replicated key-value store: put, get, del, ls, cas (any manager answers).
     Kv(cmd::kv::KvArgs),
+    /// Submit a job spec (TOML or JSON); with --wait, follow it live to the end.
+    Submit(cmd::jobs::SubmitArgs),
+    /// Jobs: ls, show, cancel, logs.
+    Jobs(cmd::jobs::JobsArgs),
     /// The managers' Raft group: list voters and quorum, add or remove a manager.
     Managers(cmd::managers::ManagersArgs),
     /// Print a new random cluster key (64 hex characters) for --cluster-key.
@@ -66,6 +70,8 @@ fn main() -> ExitCode {
             Command::Events(args) => cmd::status::events(args).await,
             Command::Tag(args) => cmd::status::tag(args).await,
             Command::Kv(args) => cmd::kv::run(args).await,
+            Command::Submit(args) => cmd::jobs::submit(args).await,
+            Command::Jobs(args) => cmd::jobs::run(args).await,
             Command::Managers(args) => cmd::managers::run(args).await,
             Command::Keygen => {
                 println!("{}", cmd::new_key());

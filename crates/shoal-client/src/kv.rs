@@ -7,11 +7,8 @@
 //! retried write is applied once, even if the first attempt committed.
 
 use std::{
-    sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
 };
 
 use rand::RngExt as _;
@@ -22,54 +19,17 @@ use shoal_proto::{
         kv_client::KvClient as RawKv,
     },
 };
-use shoal_types::{Fence, backoff::capped_doubling};
-use tonic::{Code, Status, transport::Channel};
+use shoal_types::Fence;
+use tonic::{Status, transport::Channel};
+
+pub use crate::servers::{
+    CallError as KvClientError, CallOptions as KvOptions, Servers, parse_servers,
+};
 
 pub use shoal_state::kv::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
 
 /// The `shoal dev` managers: what `--servers` defaults to.
 pub const DEV_SERVERS: &str = "127.0.0.1:9000,127.0.0.1:9002,127.0.0.1:9004";
-
-/// Why a KV call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KvClientError {
-    /// The request was refused as it stands; retrying will not help. Nothing changed.
-    #[error("{0}")]
-    Rejected(String),
-    /// No server could complete the call before the deadline.
-    #[error(
-        "no server completed the call within {waited_ms} ms (tried {servers}); last error: {last}"
-    )]
-    Unavailable {
-        servers: String,
-        waited_ms: u64,
-        last: String,
-    },
-    /// The `--servers` list is unusable.
-    #[error("servers: {0}")]
-    BadServers(String),
-}
-
-/// Timeouts of a [`KvClient`].
-#[derive(Debug, Clone, Copy)]
-pub struct KvOptions {
-    /// One attempt at one server.
-    pub attempt_timeout: Duration,
-    /// The whole call, across servers and retries.
-    pub deadline: Duration,
-    /// The first pause after every server failed once (it doubles up to 1 s).
-    pub retry_pause: Duration,
-}
-
-impl Default for KvOptions {
-    fn default() -> Self {
-        Self {
-            attempt_timeout: Duration::from_secs(3),
-            deadline: Duration::from_secs(15),
-            retry_pause: Duration::from_millis(50),
-        }
-    }
-}
 
 /// Outcome of a committed put or delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,68 +62,17 @@ pub struct Listing {
 
 /// A KV client bound to a list of servers.
 pub struct KvClient {
-    servers: Vec<(String, RawKv<Channel>)>,
-    /// Index of the server to try first.
-    preferred: Mutex<usize>,
+    servers: Servers<RawKv<Channel>>,
     client_id: u64,
     seq: AtomicU64,
-    options: KvOptions,
 }
 
 impl std::fmt::Debug for KvClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KvClient")
-            .field("servers", &self.server_list())
+            .field("servers", &self.servers.list())
             .field("client_id", &self.client_id)
             .finish()
-    }
-}
-
-/// Parses `A,B,…` into `HOST:PORT` strings, naming the bad element.
-pub fn parse_servers(list: &str) -> Result<Vec<String>, KvClientError> {
-    let servers: Vec<String> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
-    if servers.is_empty() {
-        return Err(KvClientError::BadServers(
-            "empty: give at least one HOST:PORT".into(),
-        ));
-    }
-    for s in &servers {
-        let port = s.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>()));
-        match port {
-            Some((h, Ok(p))) if !h.is_empty() && p != 0 => {}
-            _ => {
-                return Err(KvClientError::BadServers(format!(
-                    "`{s}` is not HOST:PORT (port 1-65535)"
-                )));
-            }
-        }
-    }
-    Ok(servers)
-}
-
-/// Whether another server (or a later try) may succeed.
-fn retryable(s: &Status) -> bool {
-    matches!(
-        s.code(),
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Unknown
-            | Code::Cancelled
-            | Code::Aborted
-            | Code::Internal
-            | Code::Unimplemented
-    )
-}
-
-fn describe(addr: &str, s: &Status) -> String {
-    match s.code() {
-        Code::Unimplemented => format!("{addr}: does not serve KV (not a manager?)"),
-        _ => format!("{addr}: {}", s.message()),
     }
 }
 
@@ -175,42 +84,21 @@ impl KvClient {
     /// A client for `servers` (`HOST:PORT` each). Connects lazily; call it from within
     /// a Tokio runtime.
     pub fn new(servers: &[String], options: KvOptions) -> Result<Self, KvClientError> {
-        if servers.is_empty() {
-            return Err(KvClientError::BadServers(
-                "empty: give at least one HOST:PORT".into(),
-            ));
-        }
-        let mut conns = Vec::with_capacity(servers.len());
-        for s in servers {
-            let channel = Channel::from_shared(format!("http://{s}"))
-                .map_err(|e| KvClientError::BadServers(format!("`{s}`: {e}")))?
-                .connect_timeout(options.attempt_timeout.min(Duration::from_secs(1)))
-                .connect_lazy();
-            let raw = RawKv::new(channel)
+        let servers = Servers::connect(servers, options, |channel| {
+            RawKv::new(channel)
                 .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
-            conns.push((s.clone(), raw));
-        }
+                .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
+        })?;
         Ok(Self {
-            servers: conns,
-            preferred: Mutex::new(0),
+            servers,
             client_id: rand::rng().random_range(1..u64::MAX),
             seq: AtomicU64::new(0),
-            options,
         })
     }
 
     /// This client's id (in every write tag).
     pub fn client_id(&self) -> u64 {
         self.client_id
-    }
-
-    fn server_list(&self) -> String {
-        self.servers
-            .iter()
-            .map(|(s, _)| s.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
     }
 
     /// The server's own checks, made before anything is sent.
@@ -230,51 +118,12 @@ impl KvClient {
         })
     }
 
-    /// Runs `call` against the servers in turn until one answers or the deadline.
-    async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, KvClientError>
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, KvClientError>
     where
         F: FnMut(RawKv<Channel>, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
-        let started = Instant::now();
-        let n = self.servers.len();
-        let mut at = *self.preferred.lock().unwrap_or_else(|p| p.into_inner());
-        let mut pause = None;
-        let mut last;
-        let mut tried_in_round = 0;
-        loop {
-            let (addr, client) = &self.servers[at % n];
-            let left = self.options.deadline.saturating_sub(started.elapsed());
-            let attempt = self.options.attempt_timeout.min(left);
-            let result = tokio::time::timeout(attempt, call(client.clone(), attempt)).await;
-            match result {
-                Ok(Ok(v)) => {
-                    *self.preferred.lock().unwrap_or_else(|p| p.into_inner()) = at % n;
-                    return Ok(v);
-                }
-                Ok(Err(s)) if !retryable(&s) => {
-                    return Err(KvClientError::Rejected(s.message().to_string()));
-                }
-                Ok(Err(s)) => last = describe(addr, &s),
-                Err(_) => last = format!("{addr}: no answer within {} ms", attempt.as_millis()),
-            }
-            at += 1;
-            tried_in_round += 1;
-            if tried_in_round >= n {
-                tried_in_round = 0;
-                let p = capped_doubling(pause, self.options.retry_pause, Duration::from_secs(1));
-                pause = Some(p);
-                let left = self.options.deadline.saturating_sub(started.elapsed());
-                tokio::time::sleep(p.min(left)).await;
-            }
-            if started.elapsed() >= self.options.deadline {
-                return Err(KvClientError::Unavailable {
-                    servers: self.server_list(),
-                    waited_ms: started.elapsed().as_millis() as u64,
-                    last,
-                });
-            }
-        }
+        self.servers.call(call).await
     }
 
     /// Writes `value` under `key`; returns once committed.
@@ -395,6 +244,7 @@ impl KvClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::servers::retryable;
 
     #[test]
     fn server_lists_are_checked() {

@@ -1,15 +1,19 @@
 //! Rust client library for shoal.
 //!
-//! The admin HTTP API of one node ([`AdminClient`]), the replicated KV store with
-//! failover across managers ([`KvClient`]), the status table that `shoal status` and
+//! The admin HTTP API of one node ([`AdminClient`]), the replicated KV store and jobs
+//! with failover across managers ([`KvClient`], [`JobsClient`]), the status table that `shoal status` and
 //! `shoal dev` print ([`render`]), and the circuit breaker every outgoing peer client
 //! uses ([`breaker`]).
 
 pub mod admin;
 pub mod breaker;
+pub mod jobs;
 pub mod kv;
 pub mod render;
+pub mod servers;
 
 pub use admin::{AdminClient, ClientError};
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Refused};
+pub use jobs::JobsClient;
 pub use kv::{KvClient, KvClientError, KvOptions};
+pub use servers::{CallError, CallOptions};

@@ -8,8 +8,11 @@ use std::pin::Pin;
 
 use futures_util::Stream;
 use shoal_membership::{MemberInfo, MembershipEvent as Event, MembershipHandle};
+use shoal_proto::v1::jobs_server::JobsServer;
 use shoal_proto::v1::kv_server::KvServer;
 use shoal_proto::v1::raft_server::RaftServer;
+use shoal_proto::v1::worker_reports_server::WorkerReportsServer;
+use shoal_proto::v1::worker_server::WorkerServer;
 use shoal_proto::{
     GRPC_MESSAGE_BYTES_MAX,
     v1::{
@@ -24,28 +27,61 @@ use shoal_raft::group::{
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, server::NamedService};
 
-use crate::status::unix_ms;
+use crate::{jobs, status::unix_ms};
 
 /// The gRPC routes every node serves, one path prefix per service (`/shoal.v1.Cluster/…`).
 /// They carry no fallback of their own, so they merge into the admin router, whose
 /// fallback answers unknown HTTP paths with a JSON 404.
-pub fn routes(membership: MembershipHandle, raft: Option<(Replica, Identity)>) -> axum::Router {
+pub fn routes(membership: MembershipHandle, role: RoleServices) -> axum::Router {
     let cluster = ClusterServer::new(ClusterService { membership })
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
     let router = axum::Router::new()
         .route_service(&service_path::<ClusterServer<ClusterService>>(), cluster);
-    match raft {
-        Some((replica, me)) => {
-            let raft = shoal_raft::group::grpc::service(replica.group.clone(), me);
+    match role {
+        RoleServices::Manager(m) => {
+            let ManagerServices {
+                replica,
+                identity,
+                jobs,
+            } = *m;
+            let raft = shoal_raft::group::grpc::service(replica.group.clone(), identity);
             let kv = crate::kv::service(replica);
             router
                 .route_service(&service_path::<RaftServer<RaftService>>(), raft)
                 .route_service(&service_path::<KvServer<crate::kv::KvService>>(), kv)
+                .route_service(
+                    &service_path::<JobsServer<jobs::service::JobsService>>(),
+                    jobs::service::jobs_service(jobs.clone()),
+                )
+                .route_service(
+                    &service_path::<WorkerReportsServer<jobs::service::ReportsService>>(),
+                    jobs::service::reports_service(jobs),
+                )
                 .layer(axum::middleware::map_response(oversized_is_invalid))
         }
-        None => router,
+        RoleServices::Worker(rt) => router.route_service(
+            &service_path::<WorkerServer<jobs::worker::WorkerService>>(),
+            jobs::worker::service(rt),
+        ),
+        RoleServices::None => router,
     }
+}
+
+/// What a manager serves with.
+pub struct ManagerServices {
+    pub replica: Replica,
+    pub identity: Identity,
+    pub jobs: std::sync::Arc<jobs::service::JobsManager>,
+}
+
+/// The gRPC services a node serves beyond `Cluster`, by role.
+pub enum RoleServices {
+    /// Raft, KV, Jobs and the workers' reports.
+    Manager(Box<ManagerServices>),
+    /// Orders from the manager leader.
+    Worker(std::sync::Arc<jobs::worker::WorkerRuntime>),
+    None,
 }
 
 /// tonic refuses a request over the message limit with OUT_OF_RANGE before any handler

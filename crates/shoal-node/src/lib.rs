@@ -14,6 +14,7 @@ pub mod admin;
 pub mod consensus;
 pub mod dev;
 pub mod grpc;
+pub mod jobs;
 pub mod kv;
 pub mod metrics;
 pub mod node;

@@ -72,6 +72,26 @@ pub struct Node;
 impl Node {
     /// Binds, starts membership and the admin API, and returns once serving.
     pub async fn start(config: NodeConfig) -> Result<StartedNode, NodeError> {
+        Self::start_with(config, crate::jobs::exec::Registry::default()).await
+    }
+
+    /// [`start`](Self::start) for a program that embeds a worker with its own workflow
+    /// kinds: the worker runs them and advertises them (tag `kind.<name>=yes`), so the
+    /// managers place those workflows only on it.
+    pub async fn start_with(
+        mut config: NodeConfig,
+        registry: crate::jobs::exec::Registry,
+    ) -> Result<StartedNode, NodeError> {
+        if config.role == shoal_types::Role::Worker {
+            if config.cores == 0 {
+                config.cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+            }
+            for kind in registry.names() {
+                config
+                    .tags
+                    .insert(shoal_state::jobs::kind_tag(kind), "yes".into());
+            }
+        }
         std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
@@ -150,10 +170,33 @@ impl Node {
             raft: raft.clone(),
             dc: config.dc.clone(),
         };
-        let app = admin::router(state).merge(grpc::routes(
-            membership.clone(),
-            raft.map(|c| (c.replica, consensus::identity(&config))),
-        ));
+        let services = match (raft, config.role) {
+            (Some(c), _) => {
+                let jobs = crate::jobs::service::JobsManager::new(
+                    c.replica.clone(),
+                    membership.clone(),
+                    config.dc.clone(),
+                    config.cluster_id.clone(),
+                );
+                tokio::spawn(crate::jobs::leader::run(jobs.clone()));
+                grpc::RoleServices::Manager(Box::new(grpc::ManagerServices {
+                    replica: c.replica,
+                    identity: consensus::identity(&config),
+                    jobs,
+                }))
+            }
+            (None, shoal_types::Role::Worker) => {
+                grpc::RoleServices::Worker(crate::jobs::worker::WorkerRuntime::start(
+                    config.id.to_string(),
+                    config.dc.clone(),
+                    config.cluster_id.clone(),
+                    membership.clone(),
+                    registry,
+                ))
+            }
+            (None, _) => grpc::RoleServices::None,
+        };
+        let app = admin::router(state).merge(grpc::routes(membership.clone(), services));
         let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let http = tokio::spawn(async move {
             // Small gRPC frames (Raft messages, KV answers) must not wait for Nagle's

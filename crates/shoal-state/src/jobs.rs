@@ -572,8 +572,10 @@ pub enum JobResponse {
         places: Vec<Place>,
         fence: (u64, u64),
     },
-    /// Whether the report changed anything (false: stale or duplicate).
-    Reported { applied: bool },
+    /// Whether the report changed anything (false: stale or a duplicate), and whether
+    /// the attempt is still the instance's current one on that worker afterwards (false:
+    /// it finished, or was replaced — a worker still running it should stop).
+    Reported { applied: bool, current: bool },
     /// Attempts that were active and are not any more (the leader tells their workers
     /// to stop them).
     Stopped { stopped: Vec<(InstanceRef, String)> },
@@ -657,9 +659,13 @@ impl Jobs {
                 attempt,
                 event,
                 now_ms,
-            } => Ok(JobResponse::Reported {
-                applied: self.report(worker, instance, *attempt, event, *now_ms),
-            }),
+            } => {
+                let applied = self.report(worker, instance, *attempt, event, *now_ms);
+                Ok(JobResponse::Reported {
+                    applied,
+                    current: self.is_current(worker, instance, *attempt),
+                })
+            }
             JobCommand::WorkerLost {
                 worker,
                 only,
@@ -736,6 +742,23 @@ impl Jobs {
                 self.jobs.remove(id);
             }
         }
+    }
+
+    /// The instance named by `r`, if its job is known.
+    pub fn instance(&self, r: &InstanceRef) -> Option<&Instance> {
+        self.jobs
+            .get(&r.job)?
+            .workflows
+            .get(r.workflow as usize)?
+            .instances
+            .get(r.index as usize)
+    }
+
+    /// `attempt` is the instance's current, active attempt and runs on `worker`.
+    pub fn is_current(&self, worker: &str, r: &InstanceRef, attempt: u32) -> bool {
+        self.instance(r).is_some_and(|i| {
+            i.state.0.is_active() && i.attempts == attempt && i.worker.as_deref() == Some(worker)
+        })
     }
 
     fn instance_mut(&mut self, r: &InstanceRef) -> Option<(&mut Job, usize, usize)> {

@@ -93,7 +93,7 @@ impl Ledger {
             event: e,
             now_ms: 3,
         }) {
-            Ok(JobResponse::Reported { applied }) => applied,
+            Ok(JobResponse::Reported { applied, .. }) => applied,
             other => panic!("{other:?}"),
         }
     }

@@ -1,6 +1,7 @@
 //! The subcommands. Each parses its flags and calls into the library crates.
 
 pub mod dev;
+pub mod jobs;
 pub mod kv;
 pub mod managers;
 pub mod node;

@@ -1,0 +1,132 @@
+//! Jobs across the roles: the public `Jobs` service and the scheduling loop on managers,
+//! the `Worker` service and the executor on workers.
+//!
+//! ```text
+//!  client ── Jobs.Submit ──► any manager ──► Raft: Submit ──► applied everywhere
+//!  manager leader, every tick:  gossip workers (cores, tags) + the ledger's active
+//!      instances ──► shoal-sched round ──► Raft: Schedule (one entry per round; its
+//!      (term, index) is the fence) ──► Worker.Run(fence, attempt) to each worker
+//!  worker: refuses fences of older terms; runs the attempt; reports Started, Progress
+//!      (≤ 1/s), Finished ──► WorkerReports.Report ──► Raft: Report (counts once, only
+//!      for the current attempt on that worker)
+//!  worker, every second: Heartbeat(what it runs) ──► the leader answers with attempts
+//!      to stop (cancelled, replaced) and notices attempts the worker lost
+//!  gossip: a worker declared failed ──► Raft: WorkerLost ──► its instances retried
+//!      elsewhere (excluding it) or failed
+//! ```
+//!
+//! Internal messages are postcard payloads in an [`InternalMessage`] that carries the
+//! cluster id (a node of another cluster is refused) and an encoding version.
+
+pub mod exec;
+pub mod leader;
+pub mod service;
+pub mod worker;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use shoal_proto::v1::InternalMessage;
+use shoal_state::jobs::{Event, InstanceRef, Work};
+use tonic::Status;
+
+/// Encoding version of internal job messages.
+pub const PAYLOAD_VERSION: u32 = 1;
+
+/// Leader → worker: start attempt `attempt` of `instance`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOrder {
+    /// (term, index) of the Schedule entry that placed it.
+    pub fence: (u64, u64),
+    pub instance: InstanceRef,
+    pub attempt: u32,
+    pub work: Work,
+    pub cores: u32,
+    /// Per attempt; the worker stops it after this long and reports it timed out.
+    pub timeout_ms: Option<u64>,
+}
+
+/// Leader → worker: stop this attempt (cancelled, timed out, or replaced).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopOrder {
+    pub fence: (u64, u64),
+    pub instance: InstanceRef,
+    pub attempt: u32,
+}
+
+/// A worker's answer to an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderReply {
+    Accepted,
+    /// The order's term is older than one this worker already obeyed.
+    StaleFence {
+        seen_term: u64,
+    },
+}
+
+/// Worker → managers: what happened to an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportMsg {
+    pub worker: String,
+    pub instance: InstanceRef,
+    pub attempt: u32,
+    pub event: Event,
+}
+
+/// Whether the report was recorded; `Stale`: the attempt is no longer current (the
+/// worker should stop it if it still runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReportReply {
+    Recorded,
+    Stale,
+}
+
+/// Worker → leader, every second: the attempts it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatMsg {
+    pub worker: String,
+    pub running: Vec<(InstanceRef, u32)>,
+}
+
+/// Attempts the worker must stop.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    pub stop: Vec<(InstanceRef, u32)>,
+}
+
+/// Wraps and unwraps internal payloads for one cluster.
+#[derive(Debug, Clone)]
+pub struct Wire {
+    pub cluster_id: String,
+}
+
+impl Wire {
+    pub fn message<T: Serialize>(&self, v: &T) -> Result<InternalMessage, Status> {
+        let payload =
+            postcard::to_allocvec(v).map_err(|e| Status::internal(format!("encode: {e}")))?;
+        Ok(InternalMessage {
+            cluster_id: self.cluster_id.clone(),
+            version: PAYLOAD_VERSION,
+            payload,
+        })
+    }
+
+    pub fn open<T: DeserializeOwned>(&self, m: &InternalMessage) -> Result<T, Status> {
+        if m.cluster_id != self.cluster_id {
+            return Err(Status::permission_denied(
+                "cluster_id: this node belongs to another cluster",
+            ));
+        }
+        if m.version != PAYLOAD_VERSION {
+            return Err(Status::invalid_argument(format!(
+                "version: {} is not understood; this node speaks {PAYLOAD_VERSION}",
+                m.version
+            )));
+        }
+        postcard::from_bytes(&m.payload)
+            .map_err(|e| Status::invalid_argument(format!("payload: {e}")))
+    }
+}
+
+/// Wall clock in unix ms (decisions carry it; `apply` never reads a clock).
+pub fn now_ms() -> u64 {
+    crate::status::unix_ms()
+}

@@ -1,0 +1,725 @@
+//! The managers' side of jobs: the public `Jobs` service and the internal
+//! `WorkerReports` service, over one [`JobsManager`] per manager.
+//!
+//! Every manager answers; writes (submit, cancel, reports) go through the Raft group
+//! (a follower forwards them to the leader) and reads are linearizable (a read index
+//! from the leader) unless they follow a job live (`Watch` reads this manager's applied
+//! state as it advances).
+
+use std::{
+    collections::{HashMap, HashSet},
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures_util::Stream;
+use shoal_membership::MembershipHandle;
+use shoal_proto::v1::{
+    self as pb, InternalMessage,
+    jobs_server::{Jobs, JobsServer},
+    worker_client::WorkerClient,
+    worker_reports_server::{WorkerReports, WorkerReportsServer},
+};
+use shoal_raft::group::Replica;
+use shoal_sched::{Demand, InstanceKey, Scheduler, Strategy, Tags};
+use shoal_state::{
+    Command, JobCommand, JobError, JobResponse, Request as SmRequest, Response as SmResponse,
+    jobs::{Event, InstanceRef, Job, JobSpec, Outcome, RunState, Work, kind_tag},
+    jobspec::{self, Format},
+};
+use shoal_types::{Lifecycle, MemberState, Role};
+use tonic::{Request, Response, Status, transport::Channel};
+
+use super::{
+    HeartbeatMsg, HeartbeatReply, OrderReply, ReportMsg, ReportReply, RunOrder, StopOrder, Wire,
+    now_ms,
+};
+use crate::kv::group_status;
+
+/// Largest spec text accepted, in bytes.
+pub const SPEC_BYTES_MAX: usize = 1024 * 1024;
+/// How often `Watch` looks for changes.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// Bound on one order to a worker.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(2);
+
+type Key = (InstanceRef, u32);
+
+/// A worker as gossip shows it.
+#[derive(Debug, Clone)]
+pub struct WorkerView {
+    pub addr: String,
+    pub cores: u32,
+    pub tags: Tags,
+    pub state: MemberState,
+    pub accepting: bool,
+}
+
+/// One manager's jobs machinery (shared by the services and the leader loop).
+pub struct JobsManager {
+    pub(super) replica: Replica,
+    pub(super) membership: MembershipHandle,
+    pub(super) dc: String,
+    pub(super) wire: Wire,
+    pub(super) default_strategy: Strategy,
+    /// Leader memory: per worker, running attempts missing from its heartbeats (count).
+    pub(super) missing: Mutex<HashMap<String, HashMap<Key, u32>>>,
+    /// Orders being sent now (not sent again meanwhile).
+    pub(super) sending: Mutex<HashSet<Key>>,
+    clients: Mutex<HashMap<String, WorkerClient<Channel>>>,
+    pub(super) wake: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for JobsManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobsManager").field("dc", &self.dc).finish()
+    }
+}
+
+fn jobs_status(e: JobError) -> Status {
+    match e {
+        JobError::Invalid { .. } | JobError::IdTaken(_) => Status::invalid_argument(e.to_string()),
+        JobError::NoSuchJob(_) => Status::not_found(e.to_string()),
+    }
+}
+
+fn job_response(r: SmResponse) -> Result<JobResponse, Status> {
+    match r {
+        SmResponse::Jobs(r) => r.map_err(jobs_status),
+        other => Err(Status::internal(format!("unexpected response {other}"))),
+    }
+}
+
+impl JobsManager {
+    pub fn new(
+        replica: Replica,
+        membership: MembershipHandle,
+        dc: String,
+        cluster_id: String,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            replica,
+            membership,
+            dc,
+            wire: Wire { cluster_id },
+            default_strategy: Strategy::LeastConnections,
+            missing: Mutex::default(),
+            sending: Mutex::default(),
+            clients: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    pub(super) async fn write(&self, cmd: JobCommand) -> Result<JobResponse, Status> {
+        let applied = self
+            .replica
+            .write(SmRequest {
+                client: None,
+                command: Command::Jobs(cmd),
+            })
+            .await
+            .map_err(group_status)?;
+        job_response(applied.response)
+    }
+
+    pub(super) fn is_leader(&self) -> Option<u64> {
+        let (id, term) = self.replica.group.leader()?;
+        (id == self.replica.group.id()).then_some(term)
+    }
+
+    /// Workers of this DC by id.
+    pub fn workers(&self) -> HashMap<String, WorkerView> {
+        let snap = self.membership.snapshot();
+        snap.members
+            .iter()
+            .filter(|m| m.role == Some(Role::Worker) && m.dc.as_deref() == Some(self.dc.as_str()))
+            .map(|m| {
+                let accepting = m.state == MemberState::Alive
+                    && !matches!(m.lifecycle, Some(Lifecycle::Draining | Lifecycle::Leaving));
+                (
+                    m.id.clone(),
+                    WorkerView {
+                        addr: m.addr.clone(),
+                        cores: m.cores,
+                        tags: m.tags.clone(),
+                        state: m.state,
+                        accepting,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Refuses what no live worker could ever run: unknown custom kinds, constraints
+    /// nobody matches, more cores than the largest matching worker has.
+    fn check_placeable(&self, spec: &JobSpec, source: &str) -> Result<(), Status> {
+        let workers: Vec<WorkerView> = self
+            .workers()
+            .into_values()
+            .filter(|w| matches!(w.state, MemberState::Alive | MemberState::Suspect))
+            .collect();
+        if workers.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "{source}: no live workers in {}: start one (shoal node --role worker) and submit again",
+                self.dc
+            )));
+        }
+        let mut sched = Scheduler::new(shoal_sched::Rng::seeded(1));
+        for (i, w) in workers.iter().enumerate() {
+            sched.upsert_worker(&format!("w{i}"), w.cores, w.tags.clone(), true);
+        }
+        for (i, wf) in spec.workflows.iter().enumerate() {
+            let at = format!("{source}: workflows[{i}] ({})", wf.name);
+            if let Work::Custom { kind, .. } = &wf.work
+                && !workers.iter().any(|w| w.tags.contains_key(&kind_tag(kind)))
+            {
+                return Err(Status::invalid_argument(format!(
+                    "{at}.kind: `{kind}` is not a built-in kind ({}) and no live worker registers it",
+                    shoal_state::jobs::BUILTIN_KINDS.join(", ")
+                )));
+            }
+            let demand = self.demand(
+                spec,
+                i,
+                InstanceKey {
+                    job: String::new(),
+                    workflow: i.to_string(),
+                    index: 0,
+                    attempt: 1,
+                },
+                Default::default(),
+            );
+            sched
+                .check(&demand)
+                .map_err(|e| Status::invalid_argument(format!("{at}.{e}")))?;
+        }
+        Ok(())
+    }
+
+    /// What the scheduler needs to place one instance of workflow `w`.
+    pub(super) fn demand(
+        &self,
+        spec: &JobSpec,
+        w: usize,
+        key: InstanceKey,
+        exclude: std::collections::BTreeSet<String>,
+    ) -> Demand {
+        let wf = &spec.workflows[w];
+        let mut constraints = wf.constraints.clone();
+        if let Work::Custom { kind, .. } = &wf.work {
+            constraints.insert(kind_tag(kind), "yes".into());
+        }
+        let strategy = spec
+            .strategy
+            .as_deref()
+            .and_then(Strategy::parse)
+            .unwrap_or(self.default_strategy);
+        Demand {
+            key,
+            cores: wf.cores,
+            constraints,
+            exclude,
+            strategy,
+        }
+    }
+
+    fn client(&self, addr: &str) -> Result<WorkerClient<Channel>, Status> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::internal(format!("worker address `{addr}`: {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            .connect_lazy();
+        let c = WorkerClient::new(channel)
+            .max_decoding_message_size(shoal_proto::GRPC_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(shoal_proto::GRPC_MESSAGE_BYTES_MAX);
+        clients.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Sends a Run order; Err describes why the worker did not take it.
+    pub(super) async fn send_run(
+        &self,
+        addr: &str,
+        order: &RunOrder,
+    ) -> Result<OrderReply, String> {
+        let mut c = self.client(addr).map_err(|s| s.message().to_string())?;
+        let mut req = Request::new(
+            self.wire
+                .message(order)
+                .map_err(|s| s.message().to_string())?,
+        );
+        req.set_timeout(ORDER_TIMEOUT);
+        let r = c.run(req).await.map_err(|s| s.message().to_string())?;
+        self.wire
+            .open(r.get_ref())
+            .map_err(|s| s.message().to_string())
+    }
+
+    /// Tells workers to stop attempts (best effort: a worker that misses it hears it in
+    /// its next heartbeat's answer).
+    pub(super) fn send_stops(
+        self: &Arc<Self>,
+        stopped: Vec<(InstanceRef, String)>,
+        fence: (u64, u64),
+    ) {
+        if stopped.is_empty() {
+            return;
+        }
+        let workers = self.workers();
+        let attempts: Vec<(InstanceRef, String, u32)> = self.replica.group.read(|s| {
+            stopped
+                .into_iter()
+                .filter_map(|(r, w)| {
+                    let a = s.jobs.instance(&r)?.attempts;
+                    Some((r, w, a))
+                })
+                .collect()
+        });
+        for (r, w, attempt) in attempts {
+            let Some(addr) = workers.get(&w).map(|v| v.addr.clone()) else {
+                continue;
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                let order = StopOrder {
+                    fence,
+                    instance: r,
+                    attempt,
+                };
+                let Ok(mut c) = this.client(&addr) else {
+                    return;
+                };
+                let Ok(m) = this.wire.message(&order) else {
+                    return;
+                };
+                let mut req = Request::new(m);
+                req.set_timeout(ORDER_TIMEOUT);
+                if let Err(s) = c.stop(req).await {
+                    tracing::debug!(worker = %addr, error = %s, "stop order not delivered");
+                }
+            });
+        }
+    }
+
+    /// Attempts among `running` that this state knows are over or replaced.
+    fn to_stop(&self, worker: &str, running: &[Key]) -> Vec<Key> {
+        self.replica.group.read(|s| {
+            running
+                .iter()
+                .filter(|(r, attempt)| {
+                    s.jobs.instance(r).is_some_and(|i| {
+                        // Only what this state knows better: a newer attempt, or this
+                        // one ended or went elsewhere (a lagging replica stays silent).
+                        i.attempts > *attempt
+                            || (i.attempts == *attempt
+                                && !(i.state.0.is_active() && i.worker.as_deref() == Some(worker)))
+                    })
+                })
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// Leader only: running attempts the worker no longer lists, twice in a row, are
+    /// lost (it restarted, or the attempt died with its result).
+    async fn reconcile(self: &Arc<Self>, worker: &str, running: &[Key]) {
+        if self.is_leader().is_none() {
+            return;
+        }
+        let now = now_ms();
+        let listed: HashSet<&Key> = running.iter().collect();
+        let expected: Vec<Key> = self.replica.group.read(|s| {
+            s.jobs
+                .unfinished()
+                .flat_map(|j| {
+                    j.active()
+                        .into_iter()
+                        .filter(|(r, _, w, _)| {
+                            w == worker
+                                && s.jobs.instance(r).is_some_and(|i| {
+                                    i.state.0 == RunState::Running && i.placed_ms + 3_000 < now
+                                })
+                        })
+                        .map(|(r, a, _, _)| (r, a))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        });
+        let lost: Vec<InstanceRef> = {
+            let mut missing = self.missing.lock().unwrap_or_else(|p| p.into_inner());
+            let counts = missing.entry(worker.to_string()).or_default();
+            counts.retain(|k, _| expected.contains(k));
+            let mut lost = Vec::new();
+            for k in &expected {
+                if listed.contains(k) {
+                    counts.remove(k);
+                } else {
+                    let c = counts.entry(k.clone()).or_insert(0);
+                    *c += 1;
+                    if *c >= 2 {
+                        lost.push(k.0.clone());
+                    }
+                }
+            }
+            lost
+        };
+        if lost.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            worker,
+            instances = lost.len(),
+            "worker no longer runs instances it started; retrying them"
+        );
+        let cmd = JobCommand::WorkerLost {
+            worker: worker.to_string(),
+            only: Some(lost),
+            reason: format!("worker {worker} no longer runs it (restarted?)"),
+            now_ms: now,
+        };
+        if let Err(e) = self.write(cmd).await {
+            tracing::debug!(error = %e, "recording lost attempts failed");
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// The job as the API shows it.
+pub fn job_doc(j: &Job) -> pb::Job {
+    pb::Job {
+        id: j.id.clone(),
+        name: j.spec.name.clone(),
+        state: j.state.to_string(),
+        reason: j.reason.clone().unwrap_or_default(),
+        submitted_unix_ms: j.submitted_ms,
+        finished_unix_ms: j.finished_ms.unwrap_or(0),
+        workflows: j
+            .workflows
+            .iter()
+            .zip(&j.spec.workflows)
+            .map(|(run, spec)| pb::Workflow {
+                name: spec.name.clone(),
+                kind: spec.work.kind().to_string(),
+                state: run.state.to_string(),
+                instances: run
+                    .instances
+                    .iter()
+                    .enumerate()
+                    .map(|(i, inst)| pb::Instance {
+                        index: i as u32,
+                        state: inst.state.0.to_string(),
+                        attempts: inst.attempts,
+                        worker: inst.worker.clone().unwrap_or_default(),
+                        exit_code: inst.exit_code,
+                        error: inst.error.clone().unwrap_or_default(),
+                        progress_done: inst.progress.map_or(0, |p| p.0),
+                        progress_total: inst.progress.map_or(0, |p| p.1),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn summary(j: &Job) -> pb::JobSummary {
+    let all = j.workflows.iter().flat_map(|w| &w.instances);
+    let count = |f: &dyn Fn(RunState) -> bool| all.clone().filter(|i| f(i.state.0)).count() as u32;
+    pb::JobSummary {
+        id: j.id.clone(),
+        name: j.spec.name.clone(),
+        state: j.state.to_string(),
+        instances: all.clone().count() as u32,
+        completed: count(&|s| s == RunState::Completed),
+        running: count(&|s| s.is_active()),
+        failed: count(&|s| matches!(s, RunState::Failed | RunState::TimedOut)),
+        submitted_unix_ms: j.submitted_ms,
+        finished_unix_ms: j.finished_ms.unwrap_or(0),
+    }
+}
+
+/// A job id: 1-64 of A-Z a-z 0-9 _ . - (the client's, or the name plus a random suffix).
+fn new_id(name: &str) -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let suffix = RandomState::new().hash_one(now_ms()) as u32;
+    let stem: String = name.chars().take(50).collect();
+    format!("{stem}-{suffix:08x}")
+}
+
+/// The public `Jobs` service.
+pub struct JobsService {
+    mgr: Arc<JobsManager>,
+}
+
+pub fn jobs_service(mgr: Arc<JobsManager>) -> JobsServer<JobsService> {
+    JobsServer::new(JobsService { mgr })
+        .max_decoding_message_size(shoal_proto::GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(shoal_proto::GRPC_MESSAGE_BYTES_MAX)
+}
+
+impl JobsService {
+    async fn linearized_job(&self, id: &str) -> Result<pb::Job, Status> {
+        self.mgr.replica.linearize().await.map_err(group_status)?;
+        self.mgr
+            .replica
+            .group
+            .read(|s| s.jobs.get(id).map(job_doc))
+            .ok_or_else(|| Status::not_found(format!("job {id}: no such job")))
+    }
+}
+
+type JobStream = Pin<Box<dyn Stream<Item = Result<pb::Job, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Jobs for JobsService {
+    async fn submit(
+        &self,
+        r: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let r = r.into_inner();
+        if r.spec.len() > SPEC_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "spec: {} bytes, the limit is {SPEC_BYTES_MAX}",
+                r.spec.len()
+            )));
+        }
+        let source = if r.source.is_empty() {
+            "spec"
+        } else {
+            r.source.as_str()
+        };
+        let format = Format::pick(&r.format, &r.spec).map_err(Status::invalid_argument)?;
+        let (spec, placement) =
+            jobspec::parse(&r.spec, format, source).map_err(Status::invalid_argument)?;
+        if !placement.datacenters.is_empty() && !placement.datacenters.contains(&self.mgr.dc) {
+            return Err(Status::invalid_argument(format!(
+                "{source}: datacenters: this manager serves {}; submit through a gate to run in {}",
+                self.mgr.dc,
+                placement.datacenters.join(", ")
+            )));
+        }
+        if placement.datacenter_count.is_some_and(|n| n > 1) || placement.datacenters.len() > 1 {
+            return Err(Status::invalid_argument(format!(
+                "{source}: datacenters: a job across several datacenters needs gates, which this cluster does not run yet"
+            )));
+        }
+        let id = if r.id.is_empty() {
+            new_id(&spec.name)
+        } else {
+            r.id
+        };
+        shoal_state::jobs::validate_name("id", &id).map_err(jobs_status)?;
+        self.mgr.check_placeable(&spec, source)?;
+        let created = match self
+            .mgr
+            .write(JobCommand::Submit {
+                id: id.clone(),
+                spec,
+                now_ms: now_ms(),
+            })
+            .await?
+        {
+            JobResponse::Submitted { created, .. } => created,
+            other => return Err(Status::internal(format!("unexpected {other:?}"))),
+        };
+        self.mgr.wake.notify_one();
+        let job = self.linearized_job(&id).await?;
+        Ok(Response::new(pb::SubmitResponse {
+            id,
+            created,
+            job: Some(job),
+        }))
+    }
+
+    async fn get(&self, r: Request<pb::JobRequest>) -> Result<Response<pb::Job>, Status> {
+        Ok(Response::new(self.linearized_job(&r.get_ref().id).await?))
+    }
+
+    async fn list(
+        &self,
+        _r: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        self.mgr.replica.linearize().await.map_err(group_status)?;
+        let jobs = self
+            .mgr
+            .replica
+            .group
+            .read(|s| s.jobs.list().into_iter().map(summary).collect());
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    async fn cancel(&self, r: Request<pb::JobRequest>) -> Result<Response<pb::Job>, Status> {
+        let id = r.into_inner().id;
+        let cmd = JobCommand::Cancel {
+            id: id.clone(),
+            timed_out: false,
+            reason: "cancelled by a user".into(),
+            now_ms: now_ms(),
+        };
+        let applied = self
+            .mgr
+            .replica
+            .write(SmRequest {
+                client: None,
+                command: Command::Jobs(cmd),
+            })
+            .await
+            .map_err(group_status)?;
+        let fence = (applied.term, applied.index.0);
+        if let JobResponse::Stopped { stopped } = job_response(applied.response)? {
+            self.mgr.send_stops(stopped, fence);
+        }
+        Ok(Response::new(self.linearized_job(&id).await?))
+    }
+
+    type WatchStream = JobStream;
+
+    async fn watch(&self, r: Request<pb::JobRequest>) -> Result<Response<JobStream>, Status> {
+        let id = r.into_inner().id;
+        let first = self.linearized_job(&id).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mgr = self.mgr.clone();
+        tokio::spawn(async move {
+            let mut last = first;
+            if tx.send(Ok(last.clone())).await.is_err() {
+                return;
+            }
+            while last.finished_unix_ms == 0 {
+                tokio::time::sleep(WATCH_EVERY).await;
+                let Some(now) = mgr.replica.group.read(|s| s.jobs.get(&id).map(job_doc)) else {
+                    let _ = tx
+                        .send(Err(Status::not_found(format!("job {id}: forgotten"))))
+                        .await;
+                    return;
+                };
+                if now != last {
+                    last = now;
+                    if tx.send(Ok(last.clone())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn logs(
+        &self,
+        r: Request<pb::LogsRequest>,
+    ) -> Result<Response<pb::LogsResponse>, Status> {
+        let r = r.into_inner();
+        self.mgr.replica.linearize().await.map_err(group_status)?;
+        let outputs = self.mgr.replica.group.read(|s| {
+            let job = s
+                .jobs
+                .get(&r.id)
+                .ok_or_else(|| Status::not_found(format!("job {}: no such job", r.id)))?;
+            if !r.workflow.is_empty() && !job.spec.workflows.iter().any(|w| w.name == r.workflow) {
+                return Err(Status::invalid_argument(format!(
+                    "workflow: `{}` is not a workflow of job {}",
+                    r.workflow, r.id
+                )));
+            }
+            let mut out = Vec::new();
+            for (run, spec) in job.workflows.iter().zip(&job.spec.workflows) {
+                if !r.workflow.is_empty() && spec.name != r.workflow {
+                    continue;
+                }
+                for (i, inst) in run.instances.iter().enumerate() {
+                    if r.instance.is_some_and(|want| want as usize != i) {
+                        continue;
+                    }
+                    out.push(pb::InstanceOutput {
+                        workflow: spec.name.clone(),
+                        index: i as u32,
+                        attempts: inst.attempts,
+                        worker: inst.worker.clone().unwrap_or_default(),
+                        stdout_tail: inst.stdout_tail.clone(),
+                        stderr_tail: inst.stderr_tail.clone(),
+                    });
+                }
+            }
+            if let Some(want) = r.instance
+                && out.is_empty()
+            {
+                return Err(Status::invalid_argument(format!(
+                    "instance: {want} is beyond the workflow's instances"
+                )));
+            }
+            Ok(out)
+        })?;
+        Ok(Response::new(pb::LogsResponse { outputs }))
+    }
+}
+
+/// The internal `WorkerReports` service.
+pub struct ReportsService {
+    mgr: Arc<JobsManager>,
+}
+
+pub fn reports_service(mgr: Arc<JobsManager>) -> WorkerReportsServer<ReportsService> {
+    WorkerReportsServer::new(ReportsService { mgr })
+        .max_decoding_message_size(shoal_proto::GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(shoal_proto::GRPC_MESSAGE_BYTES_MAX)
+}
+
+#[tonic::async_trait]
+impl WorkerReports for ReportsService {
+    async fn report(
+        &self,
+        r: Request<InternalMessage>,
+    ) -> Result<Response<InternalMessage>, Status> {
+        let m: ReportMsg = self.mgr.wire.open(r.get_ref())?;
+        let finished = matches!(m.event, Event::Finished { .. });
+        let cmd = JobCommand::Report {
+            worker: m.worker,
+            instance: m.instance,
+            attempt: m.attempt,
+            event: m.event,
+            now_ms: now_ms(),
+        };
+        let reply = match self.mgr.write(cmd).await? {
+            JobResponse::Reported { applied, current } => {
+                if applied || current {
+                    ReportReply::Recorded
+                } else {
+                    ReportReply::Stale
+                }
+            }
+            other => return Err(Status::internal(format!("unexpected {other:?}"))),
+        };
+        if finished {
+            // Cores freed: the next round may place queued work.
+            self.mgr.wake.notify_one();
+        }
+        Ok(Response::new(self.mgr.wire.message(&reply)?))
+    }
+
+    async fn heartbeat(
+        &self,
+        r: Request<InternalMessage>,
+    ) -> Result<Response<InternalMessage>, Status> {
+        let m: HeartbeatMsg = self.mgr.wire.open(r.get_ref())?;
+        let stop = self.mgr.to_stop(&m.worker, &m.running);
+        self.mgr.reconcile(&m.worker, &m.running).await;
+        Ok(Response::new(
+            self.mgr.wire.message(&HeartbeatReply { stop })?,
+        ))
+    }
+}
+
+/// A finished report the leader records for an attempt it timed out itself.
+pub(super) fn timed_out(after_s: u64) -> Event {
+    Event::Finished {
+        outcome: Outcome::TimedOut,
+        exit_code: None,
+        error: Some(format!("timed out after {after_s} s")),
+        stdout_tail: String::new(),
+        stderr_tail: String::new(),
+    }
+}

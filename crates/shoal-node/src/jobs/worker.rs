@@ -1,0 +1,347 @@
+//! The worker's side of jobs: the `Worker` gRPC service (orders from the manager
+//! leader), one task per running attempt, reports to the managers, and a heartbeat that
+//! tells the leader what this worker runs.
+//!
+//! Orders are fenced: a worker remembers the highest Raft term it has obeyed and
+//! refuses orders from an older one (a deposed leader that has not noticed yet). A Run
+//! for an attempt already running is accepted and changes nothing, so a leader may
+//! re-send orders it is unsure about. An attempt leaves the worker's books only once
+//! its result is recorded (or refused as stale), so the heartbeat never hides an
+//! attempt whose result could still be lost.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use shoal_membership::MembershipHandle;
+use shoal_proto::v1::{
+    InternalMessage,
+    worker_reports_client::WorkerReportsClient,
+    worker_server::{Worker, WorkerServer},
+};
+use shoal_state::jobs::{Event, InstanceRef, Outcome};
+use shoal_types::{MemberState, Role, backoff::capped_doubling};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status, transport::Channel};
+
+use super::{
+    HeartbeatMsg, HeartbeatReply, OrderReply, ReportMsg, ReportReply, RunOrder, StopOrder, Wire,
+    exec::{self, ProgressFn, Registry},
+};
+
+/// How often the worker tells the leader what it runs.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// At most one progress report per attempt this often.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How long a finished attempt's result is offered to the managers before the worker
+/// gives up on it (the leader then sees the attempt missing and retries it).
+const RESULT_PATIENCE: Duration = Duration::from_secs(300);
+/// Bound on one call to a manager.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+type Key = (InstanceRef, u32);
+
+/// One worker's jobs runtime.
+pub struct WorkerRuntime {
+    me: String,
+    dc: String,
+    wire: Wire,
+    membership: MembershipHandle,
+    registry: Registry,
+    running: Mutex<HashMap<Key, Arc<watch::Sender<bool>>>>,
+    seen_term: AtomicU64,
+    channels: Mutex<HashMap<String, WorkerReportsClient<Channel>>>,
+}
+
+impl std::fmt::Debug for WorkerRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerRuntime")
+            .field("me", &self.me)
+            .finish()
+    }
+}
+
+impl WorkerRuntime {
+    /// Starts the runtime and its heartbeat.
+    pub fn start(
+        me: String,
+        dc: String,
+        cluster_id: String,
+        membership: MembershipHandle,
+        registry: Registry,
+    ) -> Arc<Self> {
+        let rt = Arc::new(Self {
+            me,
+            dc,
+            wire: Wire { cluster_id },
+            membership,
+            registry,
+            running: Mutex::default(),
+            seen_term: AtomicU64::new(0),
+            channels: Mutex::default(),
+        });
+        tokio::spawn(heartbeats(Arc::downgrade(&rt)));
+        rt
+    }
+
+    /// Attempts running now.
+    pub fn running(&self) -> Vec<Key> {
+        let mut v: Vec<Key> = self.books().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn books(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<watch::Sender<bool>>>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Admits an order's fence: refuses a term older than one already obeyed.
+    fn admit(&self, fence: (u64, u64)) -> Result<(), OrderReply> {
+        let seen = self.seen_term.fetch_max(fence.0, Ordering::SeqCst);
+        if fence.0 < seen {
+            return Err(OrderReply::StaleFence { seen_term: seen });
+        }
+        Ok(())
+    }
+
+    pub fn run_order(self: &Arc<Self>, o: RunOrder) -> OrderReply {
+        if let Err(stale) = self.admit(o.fence) {
+            return stale;
+        }
+        let key = (o.instance.clone(), o.attempt);
+        let rx = {
+            let mut books = self.books();
+            if books.contains_key(&key) {
+                return OrderReply::Accepted;
+            }
+            let (tx, rx) = watch::channel(false);
+            books.insert(key.clone(), Arc::new(tx));
+            rx
+        };
+        tracing::debug!(instance = %o.instance, attempt = o.attempt, kind = o.work.kind(), "starting");
+        tokio::spawn(self.clone().attempt(o, rx));
+        OrderReply::Accepted
+    }
+
+    pub fn stop_order(&self, o: StopOrder) -> OrderReply {
+        if let Err(stale) = self.admit(o.fence) {
+            return stale;
+        }
+        self.stop(&(o.instance, o.attempt));
+        OrderReply::Accepted
+    }
+
+    fn stop(&self, key: &Key) {
+        if let Some(tx) = self.books().get(key) {
+            let _ = tx.send(true);
+        }
+    }
+
+    async fn attempt(self: Arc<Self>, o: RunOrder, stop: watch::Receiver<bool>) {
+        let key = (o.instance.clone(), o.attempt);
+        let started = self.report(&key, Event::Started, false).await;
+        if started == Some(ReportReply::Stale) {
+            // Replaced before it began: nothing to run.
+            self.books().remove(&key);
+            return;
+        }
+        let progress = self.progress_fn(key.clone());
+        let run = exec::run(&o.work, o.attempt, progress, stop, &self.registry);
+        tokio::pin!(run);
+        let mut ended = match o.timeout_ms {
+            Some(ms) => tokio::select! {
+                e = &mut run => e,
+                () = tokio::time::sleep(Duration::from_millis(ms)) => {
+                    if let Some(tx) = self.books().get(&key) {
+                        let _ = tx.send(true);
+                    }
+                    let mut e = run.await;
+                    e.outcome = Outcome::TimedOut;
+                    e.error = Some(format!("timed out after {} s", ms / 1000));
+                    e
+                }
+            },
+            None => run.await,
+        };
+        if ended.error.as_deref() == Some("stopped") {
+            ended.error = Some("stopped: the job was cancelled or the attempt replaced".into());
+        }
+        tracing::debug!(instance = %key.0, attempt = key.1, outcome = ?ended.outcome, "attempt ended");
+        let event = Event::Finished {
+            outcome: ended.outcome,
+            exit_code: ended.exit_code,
+            error: ended.error,
+            stdout_tail: ended.stdout_tail,
+            stderr_tail: ended.stderr_tail,
+        };
+        if self.report(&key, event, true).await.is_none() {
+            tracing::warn!(instance = %key.0, attempt = key.1, "gave up reporting a result; the leader will retry the instance");
+        }
+        self.books().remove(&key);
+    }
+
+    /// Progress callback: at most one report per `PROGRESS_EVERY`, sent in the
+    /// background (a lost progress report is replaced by the next).
+    fn progress_fn(self: &Arc<Self>, key: Key) -> ProgressFn {
+        let last: Mutex<Option<tokio::time::Instant>> = Mutex::new(None);
+        let rt = Arc::downgrade(self);
+        Arc::new(move |done, total| {
+            let now = tokio::time::Instant::now();
+            {
+                let mut l = last.lock().unwrap_or_else(|p| p.into_inner());
+                if l.is_some_and(|t| now.duration_since(t) < PROGRESS_EVERY) {
+                    return;
+                }
+                *l = Some(now);
+            }
+            let (rt, key) = (rt.clone(), key.clone());
+            tokio::spawn(async move {
+                if let Some(rt) = rt.upgrade() {
+                    rt.report(&key, Event::Progress { done, total }, false)
+                        .await;
+                }
+            });
+        })
+    }
+
+    /// The managers of this DC, the leader first.
+    fn managers(&self) -> Vec<String> {
+        let snap = self.membership.snapshot();
+        let leader = crate::status::dc_leaders(&snap)
+            .get(&self.dc)
+            .map(|(id, _)| id.clone());
+        let mut v: Vec<(bool, String)> = snap
+            .members
+            .iter()
+            .filter(|m| {
+                m.role == Some(Role::Manager)
+                    && m.dc.as_deref() == Some(self.dc.as_str())
+                    && matches!(m.state, MemberState::Alive | MemberState::Suspect)
+            })
+            .map(|m| (leader.as_deref() != Some(m.id.as_str()), m.addr.clone()))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, a)| a).collect()
+    }
+
+    fn client(&self, addr: &str) -> Result<WorkerReportsClient<Channel>, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::internal(format!("manager address `{addr}`: {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            .connect_lazy();
+        let c = WorkerReportsClient::new(channel);
+        channels.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Sends a report to the managers (the leader first). `persist`: keep trying
+    /// (backing off) until one records it or refuses it as stale, for up to
+    /// `RESULT_PATIENCE`; otherwise one round. None: nobody answered.
+    async fn report(&self, key: &Key, event: Event, persist: bool) -> Option<ReportReply> {
+        let msg = ReportMsg {
+            worker: self.me.clone(),
+            instance: key.0.clone(),
+            attempt: key.1,
+            event,
+        };
+        let started = tokio::time::Instant::now();
+        let mut pause = None;
+        loop {
+            for addr in self.managers() {
+                let Ok(mut c) = self.client(&addr) else {
+                    continue;
+                };
+                let Ok(m) = self.wire.message(&msg) else {
+                    return None;
+                };
+                let mut req = Request::new(m);
+                req.set_timeout(CALL_TIMEOUT);
+                match c.report(req).await {
+                    Ok(r) => match self.wire.open::<ReportReply>(r.get_ref()) {
+                        Ok(reply) => return Some(reply),
+                        Err(e) => tracing::debug!(error = %e, "bad report reply"),
+                    },
+                    Err(s) => tracing::debug!(manager = %addr, error = %s, "report not taken"),
+                }
+            }
+            if !persist || started.elapsed() > RESULT_PATIENCE {
+                return None;
+            }
+            let p = capped_doubling(pause, Duration::from_millis(50), Duration::from_secs(1));
+            pause = Some(p);
+            tokio::time::sleep(p).await;
+        }
+    }
+
+    async fn heartbeat(&self) {
+        let msg = HeartbeatMsg {
+            worker: self.me.clone(),
+            running: self.running(),
+        };
+        let Some(leader) = self.managers().into_iter().next() else {
+            return;
+        };
+        let (Ok(mut c), Ok(m)) = (self.client(&leader), self.wire.message(&msg)) else {
+            return;
+        };
+        let mut req = Request::new(m);
+        req.set_timeout(CALL_TIMEOUT);
+        match c.heartbeat(req).await {
+            Ok(r) => match self.wire.open::<HeartbeatReply>(r.get_ref()) {
+                Ok(reply) => {
+                    for key in &reply.stop {
+                        tracing::info!(instance = %key.0, attempt = key.1, "stopping: no longer this worker's");
+                        self.stop(key);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "bad heartbeat reply"),
+            },
+            Err(s) => tracing::debug!(manager = %leader, error = %s, "heartbeat not taken"),
+        }
+    }
+}
+
+async fn heartbeats(rt: std::sync::Weak<WorkerRuntime>) {
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(rt) = rt.upgrade() else { return };
+        rt.heartbeat().await;
+    }
+}
+
+/// The `Worker` gRPC service.
+pub struct WorkerService {
+    rt: Arc<WorkerRuntime>,
+}
+
+pub fn service(rt: Arc<WorkerRuntime>) -> WorkerServer<WorkerService> {
+    WorkerServer::new(WorkerService { rt })
+        .max_decoding_message_size(shoal_proto::GRPC_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(shoal_proto::GRPC_MESSAGE_BYTES_MAX)
+}
+
+#[tonic::async_trait]
+impl Worker for WorkerService {
+    async fn run(&self, r: Request<InternalMessage>) -> Result<Response<InternalMessage>, Status> {
+        let order: RunOrder = self.rt.wire.open(r.get_ref())?;
+        let reply = self.rt.run_order(order);
+        Ok(Response::new(self.rt.wire.message(&reply)?))
+    }
+
+    async fn stop(&self, r: Request<InternalMessage>) -> Result<Response<InternalMessage>, Status> {
+        let order: StopOrder = self.rt.wire.open(r.get_ref())?;
+        let reply = self.rt.stop_order(order);
+        Ok(Response::new(self.rt.wire.message(&reply)?))
+    }
+}
