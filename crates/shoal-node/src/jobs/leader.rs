@@ -13,16 +13,23 @@
 //! Everything it acts on is read from the replicated ledger, so a new leader simply
 //! continues: nothing lives only in the old leader's memory.
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
-use shoal_sched::{InstanceKey, Rng, Scheduler};
+use shoal_sched::{InstanceKey, Rng, Scheduler, Strategy};
 use shoal_state::{
     JobCommand, JobResponse,
     jobs::{InstanceRef, Place, RunState},
 };
 use shoal_types::MemberState;
 
-use super::{OrderReply, RunOrder, now_ms, service::JobsManager};
+use super::{
+    OrderReply, RunOrder, now_ms,
+    service::{JobsManager, WorkerView},
+};
 
 /// Scheduling tick when nothing wakes the loop earlier.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -149,22 +156,43 @@ pub async fn run(mgr: Arc<JobsManager>) {
     }
 }
 
-async fn round(
-    mgr: &Arc<JobsManager>,
+/// What the leader decides in one tick, from the ledger and the workers gossip shows.
+/// Pure: the node runs it every tick; the simulation runs the very same code.
+#[derive(Debug, Default)]
+pub struct Decisions {
+    /// `WorkerLost` for workers gossip declared failed or gone.
+    pub lost: Vec<JobCommand>,
+    /// `Cancel { timed_out }` for jobs past their timeout.
+    pub expired: Vec<JobCommand>,
+    /// `Report { TimedOut }` for attempts past their timeout, and whom to stop.
+    pub timeouts: Vec<(JobCommand, InstanceRef, String)>,
+    /// One `Schedule` entry for this round (None: nothing to place or to mark seen).
+    pub schedule: Option<JobCommand>,
+    /// Placed but unconfirmed attempts whose Run order should be sent again:
+    /// (instance, attempt, worker, fence).
+    pub resend: Vec<(InstanceRef, u32, String, (u64, u64))>,
+}
+
+/// Decides one tick. `unknown_grace_passed`: the leader has led long enough that a
+/// worker gossip has never shown it counts as gone.
+pub fn decide(
+    s: &shoal_state::State,
+    workers: &HashMap<String, WorkerView>,
+    now: u64,
+    unknown_grace_passed: bool,
     term: u64,
-    since: tokio::time::Instant,
     rng: Rng,
-) -> Result<(), tonic::Status> {
-    let now = now_ms();
-    let workers = mgr.workers();
-    let p = mgr.replica.group.read(|s| plan(s, now));
+    default_strategy: Strategy,
+) -> Decisions {
+    let p = plan(s, now);
+    let mut d = Decisions::default();
 
     // 1. Lost workers.
     let mut lost: BTreeSet<String> = BTreeSet::new();
     for a in &p.active {
         let gone = match workers.get(&a.worker) {
             Some(w) => matches!(w.state, MemberState::Failed | MemberState::Left),
-            None => since.elapsed() > UNKNOWN_WORKER_GRACE,
+            None => unknown_grace_passed,
         };
         if gone {
             lost.insert(a.worker.clone());
@@ -174,60 +202,45 @@ async fn round(
         let state = workers
             .get(w)
             .map_or("unknown to gossip".to_string(), |v| v.state.to_string());
-        tracing::warn!(worker = %w, %state, "worker lost; retrying its instances elsewhere");
-        mgr.write(JobCommand::WorkerLost {
+        d.lost.push(JobCommand::WorkerLost {
             worker: w.clone(),
             only: None,
             reason: format!("worker {w} {state}"),
             now_ms: now,
-        })
-        .await?;
+        });
     }
 
     // 2. Deadlines.
     for (id, t) in &p.expired {
-        let applied = mgr
-            .replica
-            .write(shoal_state::Request {
-                client: None,
-                command: shoal_state::Command::Jobs(JobCommand::Cancel {
-                    id: id.clone(),
-                    timed_out: true,
-                    reason: format!("the job's timeout of {t} s passed"),
-                    now_ms: now,
-                }),
-            })
-            .await
-            .map_err(crate::kv::group_status)?;
-        if let shoal_state::Response::Jobs(Ok(JobResponse::Stopped { stopped })) = applied.response
-        {
-            mgr.send_stops(stopped, (applied.term, applied.index.0));
-        }
+        d.expired.push(JobCommand::Cancel {
+            id: id.clone(),
+            timed_out: true,
+            reason: format!("the job's timeout of {t} s passed"),
+            now_ms: now,
+        });
     }
     for a in p.active.iter().filter(|a| !lost.contains(&a.worker)) {
         if let Some(t) = a.timeout_s
             && a.placed_ms + t * 1000 + TIMEOUT_GRACE_MS < now
         {
-            mgr.write(JobCommand::Report {
+            let cmd = JobCommand::Report {
                 worker: a.worker.clone(),
                 instance: a.r.clone(),
                 attempt: a.attempt,
                 event: super::service::timed_out(t),
                 now_ms: now,
-            })
-            .await?;
-            mgr.send_stops(vec![(a.r.clone(), a.worker.clone())], (term, 0));
+            };
+            d.timeouts.push((cmd, a.r.clone(), a.worker.clone()));
         }
     }
-    if !lost.is_empty() || !p.expired.is_empty() {
-        // The ledger changed under this plan: plan again next tick.
-        mgr.wake.notify_one();
-        return Ok(());
+    if !d.lost.is_empty() || !d.expired.is_empty() {
+        // The ledger is about to change under this plan: plan again next tick.
+        return d;
     }
 
     // 3. One scheduling round.
     let mut sched = Scheduler::new(rng);
-    for (id, w) in &workers {
+    for (id, w) in workers {
         if matches!(w.state, MemberState::Alive | MemberState::Suspect) {
             sched.upsert_worker(id, w.cores, w.tags.clone(), w.accepting);
         }
@@ -240,52 +253,98 @@ async fn round(
         });
     }
     for (r, attempt, excluded, spec) in &p.runnable {
-        let d = mgr.demand(
+        let demand = super::service::demand(
             spec,
             r.workflow as usize,
             key(r, *attempt),
             excluded.clone(),
+            default_strategy,
         );
-        if let Err(e) = sched.enqueue(d) {
+        if let Err(e) = sched.enqueue(demand) {
             tracing::debug!(instance = %r, error = %e, "not queued");
         }
     }
-    let placements = sched.round();
-    if !placements.is_empty() || !p.submitted.is_empty() {
-        let places: Vec<Place> = placements
-            .into_iter()
-            .filter_map(|pl| {
-                Some(Place {
-                    instance: InstanceRef {
-                        job: pl.key.job,
-                        workflow: pl.key.workflow.parse().ok()?,
-                        index: pl.key.index,
-                    },
-                    worker: pl.worker,
-                    attempt: pl.key.attempt,
-                })
+    let places: Vec<Place> = sched
+        .round()
+        .into_iter()
+        .filter_map(|pl| {
+            Some(Place {
+                instance: InstanceRef {
+                    job: pl.key.job,
+                    workflow: pl.key.workflow.parse().ok()?,
+                    index: pl.key.index,
+                },
+                worker: pl.worker,
+                attempt: pl.key.attempt,
             })
-            .collect();
-        let placed = mgr
-            .write(JobCommand::Schedule {
-                term,
-                now_ms: now,
-                places,
-                seen: p.submitted.clone(),
-            })
-            .await?;
-        if let JobResponse::Scheduled { places, fence } = placed {
-            for place in places {
-                dispatch(mgr, place.instance, place.attempt, place.worker, fence);
-            }
-        }
+        })
+        .collect();
+    if !places.is_empty() || !p.submitted.is_empty() {
+        d.schedule = Some(JobCommand::Schedule {
+            term,
+            now_ms: now,
+            places,
+            seen: p.submitted.clone(),
+        });
     }
 
     // 4. Orders placed but not confirmed.
     for a in &p.active {
         if a.state == RunState::Dispatching && a.placed_ms + RESEND_AFTER_MS < now {
-            dispatch(mgr, a.r.clone(), a.attempt, a.worker.clone(), a.fence);
+            d.resend
+                .push((a.r.clone(), a.attempt, a.worker.clone(), a.fence));
         }
+    }
+    d
+}
+
+/// One tick on a node: decide, commit each decision, then act on what committed.
+async fn round(
+    mgr: &Arc<JobsManager>,
+    term: u64,
+    since: tokio::time::Instant,
+    rng: Rng,
+) -> Result<(), tonic::Status> {
+    let now = now_ms();
+    let workers = mgr.workers();
+    let grace = since.elapsed() > UNKNOWN_WORKER_GRACE;
+    let d = mgr
+        .replica
+        .group
+        .read(|s| decide(s, &workers, now, grace, term, rng, mgr.default_strategy));
+    for cmd in d.lost {
+        if let JobCommand::WorkerLost { worker, reason, .. } = &cmd {
+            tracing::warn!(%worker, %reason, "worker lost; retrying its instances elsewhere");
+        }
+        mgr.write(cmd).await?;
+    }
+    for cmd in d.expired {
+        let applied = mgr
+            .replica
+            .write(shoal_state::Request {
+                client: None,
+                command: shoal_state::Command::Jobs(cmd),
+            })
+            .await
+            .map_err(crate::kv::group_status)?;
+        if let shoal_state::Response::Jobs(Ok(JobResponse::Stopped { stopped })) = applied.response
+        {
+            mgr.send_stops(stopped, (applied.term, applied.index.0));
+        }
+    }
+    for (cmd, r, worker) in d.timeouts {
+        mgr.write(cmd).await?;
+        mgr.send_stops(vec![(r, worker)], (term, 0));
+    }
+    if let Some(cmd) = d.schedule
+        && let JobResponse::Scheduled { places, fence } = mgr.write(cmd).await?
+    {
+        for place in places {
+            dispatch(mgr, place.instance, place.attempt, place.worker, fence);
+        }
+    }
+    for (r, attempt, worker, fence) in d.resend {
+        dispatch(mgr, r, attempt, worker, fence);
     }
     Ok(())
 }

@@ -179,49 +179,18 @@ impl JobsManager {
                     shoal_state::jobs::BUILTIN_KINDS.join(", ")
                 )));
             }
-            let demand = self.demand(
-                spec,
-                i,
-                InstanceKey {
-                    job: String::new(),
-                    workflow: i.to_string(),
-                    index: 0,
-                    attempt: 1,
-                },
-                Default::default(),
-            );
+            let key = InstanceKey {
+                job: String::new(),
+                workflow: i.to_string(),
+                index: 0,
+                attempt: 1,
+            };
+            let demand = demand(spec, i, key, Default::default(), self.default_strategy);
             sched
                 .check(&demand)
                 .map_err(|e| Status::invalid_argument(format!("{at}.{e}")))?;
         }
         Ok(())
-    }
-
-    /// What the scheduler needs to place one instance of workflow `w`.
-    pub(super) fn demand(
-        &self,
-        spec: &JobSpec,
-        w: usize,
-        key: InstanceKey,
-        exclude: std::collections::BTreeSet<String>,
-    ) -> Demand {
-        let wf = &spec.workflows[w];
-        let mut constraints = wf.constraints.clone();
-        if let Work::Custom { kind, .. } = &wf.work {
-            constraints.insert(kind_tag(kind), "yes".into());
-        }
-        let strategy = spec
-            .strategy
-            .as_deref()
-            .and_then(Strategy::parse)
-            .unwrap_or(self.default_strategy);
-        Demand {
-            key,
-            cores: wf.cores,
-            constraints,
-            exclude,
-            strategy,
-        }
     }
 
     fn client(&self, addr: &str) -> Result<WorkerClient<Channel>, Status> {
@@ -385,6 +354,34 @@ impl JobsManager {
             tracing::debug!(error = %e, "recording lost attempts failed");
         }
         self.wake.notify_one();
+    }
+}
+
+/// What the scheduler needs to place one instance of workflow `w`: its cores, its
+/// constraints (plus the custom kind's worker tag), the workers to avoid, the strategy.
+pub fn demand(
+    spec: &JobSpec,
+    w: usize,
+    key: InstanceKey,
+    exclude: std::collections::BTreeSet<String>,
+    default_strategy: Strategy,
+) -> Demand {
+    let wf = &spec.workflows[w];
+    let mut constraints = wf.constraints.clone();
+    if let Work::Custom { kind, .. } = &wf.work {
+        constraints.insert(kind_tag(kind), "yes".into());
+    }
+    let strategy = spec
+        .strategy
+        .as_deref()
+        .and_then(Strategy::parse)
+        .unwrap_or(default_strategy);
+    Demand {
+        key,
+        cores: wf.cores,
+        constraints,
+        exclude,
+        strategy,
     }
 }
 
