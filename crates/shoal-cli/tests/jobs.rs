@@ -330,6 +330,27 @@ fn cancel_stops_running_processes() {
             .collect()
     };
     wait_for("both processes started", LONG, || read_pids().len() == 2);
+    // Status shows the work: the managers' ledger view, and each worker's load as
+    // gossip carries it (what `shoal status` prints in LOAD).
+    wait_for(
+        "status shows 2 instances running and 2 cores in use",
+        LONG,
+        || {
+            let Some(doc) = status(&c.managers[0]) else {
+                return false;
+            };
+            let jobs = doc.jobs.unwrap_or_default();
+            let used: u32 = doc
+                .members
+                .iter()
+                .filter(|m| m.role == "worker")
+                .filter_map(|m| m.used_cores)
+                .sum();
+            jobs["instances_running"] == 2 && used == 2
+        },
+    );
+    let worker_doc = status(&c.workers[0]).expect("worker status");
+    assert_eq!(worker_doc.jobs.expect("worker jobs section")["cores"], 2);
     let out = c.shoal(&["jobs", "cancel", "long-1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("cancelled"));

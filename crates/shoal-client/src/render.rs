@@ -31,9 +31,9 @@ pub fn format_uptime(s: f64) -> String {
 pub fn status_table(doc: &StatusDoc) -> String {
     let threshold = doc.gossip.as_ref().map_or(8.0, |g| g.phi_threshold);
     let headers = [
-        "ID", "ROLE", "DC", "STATE", "LEADER", "UPTIME", "PHI", "ADDR",
+        "ID", "ROLE", "DC", "STATE", "LEADER", "LOAD", "UPTIME", "PHI", "ADDR",
     ];
-    let rows: Vec<[String; 8]> = doc
+    let rows: Vec<[String; 9]> = doc
         .members
         .iter()
         .map(|m| {
@@ -55,6 +55,9 @@ pub fn status_table(doc: &StatusDoc) -> String {
                 or_dash(&m.dc),
                 m.state.to_string(),
                 m.leader.clone().unwrap_or_default(),
+                // Workers: cores in use of cores offered.
+                m.used_cores
+                    .map_or_else(|| "-".into(), |u| format!("{u}/{}", m.cores)),
                 m.uptime_s.map(format_uptime).unwrap_or_else(|| "-".into()),
                 phi,
                 m.addr.clone(),
@@ -123,6 +126,7 @@ mod tests {
             leader: None,
             lifecycle: None,
             cores: 0,
+            used_cores: None,
             version: None,
             is_self: id == "m1",
         }
@@ -142,6 +146,7 @@ mod tests {
             members,
             raft: None,
             gossip: None,
+            jobs: None,
         }
     }
 
@@ -163,17 +168,18 @@ mod tests {
 
     #[test]
     fn table_has_the_monitor_columns() {
-        let t = status_table(&doc(vec![
-            row("m1", MemberState::Alive),
-            row("w1", MemberState::Failed),
-        ]));
+        let mut w1 = row("w1", MemberState::Failed);
+        w1.cores = 4;
+        w1.used_cores = Some(3);
+        let t = status_table(&doc(vec![row("m1", MemberState::Alive), w1]));
         let mut lines = t.lines();
         assert_eq!(
             lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
             [
-                "ID", "ROLE", "DC", "STATE", "LEADER", "UPTIME", "PHI", "ADDR"
+                "ID", "ROLE", "DC", "STATE", "LEADER", "LOAD", "UPTIME", "PHI", "ADDR"
             ]
         );
+        assert!(t.contains(" 3/4 "), "a worker's load: {t}");
         assert!(t.contains("m1*"), "the answering node is marked");
         assert!(t.contains("1m15s"));
         assert!(t.trim_end().ends_with("DEGRADED: 0 suspect, 1 failed"));

@@ -828,6 +828,7 @@ impl MembershipCore {
             leader_hint: meta.and_then(|m| m.leader_hint.clone()),
             leader_term: meta.map_or(0, |m| m.leader_term),
             cores: meta.map_or(0, |m| m.cores),
+            load_permille: meta.map_or(0, |m| m.load_permille),
             is_self: false,
         })
     }
@@ -854,6 +855,7 @@ impl MembershipCore {
             leader_hint: m.leader_hint.clone(),
             leader_term: m.leader_term,
             cores: m.cores,
+            load_permille: m.load_permille,
             is_self: true,
         }
     }

@@ -27,6 +27,8 @@ pub struct MemberInfo {
     /// The term of that leader: of several claims, the highest term is the newest.
     pub leader_term: u64,
     pub cores: u32,
+    /// Share of its cores in use, in ‰ (workers publish it).
+    pub load_permille: u32,
     pub is_self: bool,
 }
 

@@ -43,6 +43,34 @@ pub struct AppState {
     pub membership: MembershipHandle,
     pub raft: Option<Consensus>,
     pub dc: String,
+    pub jobs: JobsView,
+}
+
+/// Where the `jobs` status section comes from.
+#[derive(Clone, Debug)]
+pub enum JobsView {
+    /// The DC's ledger (as this manager applied it) and gossip.
+    Manager(std::sync::Arc<crate::jobs::service::JobsManager>),
+    /// What this worker runs.
+    Worker(std::sync::Arc<crate::jobs::worker::WorkerRuntime>),
+    None,
+}
+
+impl JobsView {
+    fn section(&self) -> Option<serde_json::Value> {
+        match self {
+            JobsView::Manager(m) => Some(m.status_section()),
+            JobsView::Worker(w) => {
+                let (running, used, cores) = w.load();
+                Some(serde_json::json!({
+                    "running": running,
+                    "used_cores": used,
+                    "cores": cores,
+                }))
+            }
+            JobsView::None => None,
+        }
+    }
 }
 
 /// The admin API over one node.
@@ -86,6 +114,7 @@ async fn status(State(s): State<AppState>) -> Response {
     let snap = s.membership.snapshot();
     let mut doc = status_doc(&snap, unix_ms());
     doc.raft = s.raft.as_ref().map(|c| c.quorum_doc(&snap));
+    doc.jobs = s.jobs.section();
     Json(doc).into_response()
 }
 

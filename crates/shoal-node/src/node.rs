@@ -165,11 +165,7 @@ impl Node {
         if let Some(c) = &raft {
             c.spawn_duties(config.bootstrap_expect, membership.clone());
         }
-        let state = admin::AppState {
-            membership: membership.clone(),
-            raft: raft.clone(),
-            dc: config.dc.clone(),
-        };
+        let admin_raft = raft.clone();
         let services = match (raft, config.role) {
             (Some(c), _) => {
                 let jobs = crate::jobs::service::JobsManager::new(
@@ -190,11 +186,22 @@ impl Node {
                     config.id.to_string(),
                     config.dc.clone(),
                     config.cluster_id.clone(),
+                    config.cores,
                     membership.clone(),
                     registry,
                 ))
             }
             (None, _) => grpc::RoleServices::None,
+        };
+        let state = admin::AppState {
+            membership: membership.clone(),
+            raft: admin_raft,
+            dc: config.dc.clone(),
+            jobs: match &services {
+                grpc::RoleServices::Manager(m) => admin::JobsView::Manager(m.jobs.clone()),
+                grpc::RoleServices::Worker(w) => admin::JobsView::Worker(w.clone()),
+                grpc::RoleServices::None => admin::JobsView::None,
+            },
         };
         let app = admin::router(state).merge(grpc::routes(membership.clone(), services));
         let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -39,6 +39,8 @@ pub fn member_row(m: &MemberInfo, now_ms: u64) -> MemberRow {
             .filter(|_| matches!(m.state, MemberState::Alive | MemberState::Suspect)),
         lifecycle: m.lifecycle.map(|l| l.to_string()),
         cores: m.cores,
+        used_cores: (m.role == Some(Role::Worker) && m.cores > 0)
+            .then(|| (m.load_permille * m.cores + 500) / 1000),
         version: m.version.clone(),
         is_self: m.is_self,
     }
@@ -93,6 +95,7 @@ pub fn status_doc(snap: &Snapshot, now_ms: u64) -> StatusDoc {
         },
         members,
         raft: None,
+        jobs: None,
         gossip: Some(GossipSection {
             awareness: snap.awareness,
             phi_threshold: snap.phi_threshold,

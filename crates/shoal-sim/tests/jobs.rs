@@ -439,16 +439,16 @@ async fn run(seed: u64) {
             w.zombies = std::mem::take(&mut w.running).into_keys().collect();
             w.unreported.clear();
         }
-        if tick == LEADER_CRASH_TICK {
-            if let Some((g, term)) = sim.leader() {
-                sim.log.push(format!(
-                    "t{tick}: crash manager leader {} (term {term})",
-                    g.id()
-                ));
-                sim.groups.remove(&g.id());
-                sim.router.remove(g.id());
-                g.shutdown().await;
-            }
+        if tick == LEADER_CRASH_TICK
+            && let Some((g, term)) = sim.leader()
+        {
+            sim.log.push(format!(
+                "t{tick}: crash manager leader {} (term {term})",
+                g.id()
+            ));
+            sim.groups.remove(&g.id());
+            sim.router.remove(g.id());
+            g.shutdown().await;
         }
         sim.report(now).await;
         sim.zombie_reports(now).await;

@@ -39,6 +39,9 @@ pub struct MemberRow {
     pub lifecycle: Option<String>,
     #[serde(default)]
     pub cores: u32,
+    /// Cores in use (workers; from their gossip metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_cores: Option<u32>,
     #[serde(default)]
     pub version: Option<String>,
     /// This row is the answering node.
@@ -67,4 +70,6 @@ pub struct StatusDoc {
     pub raft: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gossip: Option<GossipSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<serde_json::Value>,
 }

@@ -357,6 +357,58 @@ impl JobsManager {
     }
 }
 
+impl JobsManager {
+    /// The `jobs` section of /v1/status on a manager: unfinished jobs, instances
+    /// running and queued, and each worker's cores in use by the ledger's account.
+    pub fn status_section(&self) -> serde_json::Value {
+        let workers = self.workers();
+        let (unfinished, queued, mut used) = self.replica.group.read(|s| {
+            let mut queued = 0usize;
+            let mut used: std::collections::BTreeMap<String, (u32, u32)> = Default::default();
+            let mut unfinished = 0usize;
+            for j in s.jobs.unfinished() {
+                unfinished += 1;
+                for (w, run) in j.workflows.iter().enumerate() {
+                    let cores = j.spec.workflows[w].cores;
+                    for i in &run.instances {
+                        if i.state.0 == RunState::Queued {
+                            queued += 1;
+                        } else if i.state.0.is_active()
+                            && let Some(worker) = &i.worker
+                        {
+                            let e = used.entry(worker.clone()).or_default();
+                            e.0 += cores;
+                            e.1 += 1;
+                        }
+                    }
+                }
+            }
+            (unfinished, queued, used)
+        });
+        let running: u32 = used.values().map(|u| u.1).sum();
+        let mut rows: Vec<serde_json::Value> = workers
+            .iter()
+            .map(|(id, w)| {
+                let (cores_used, instances) = used.remove(id).unwrap_or_default();
+                serde_json::json!({
+                    "id": id,
+                    "state": w.state.to_string(),
+                    "cores": w.cores,
+                    "used_cores": cores_used,
+                    "running": instances,
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        serde_json::json!({
+            "jobs_unfinished": unfinished,
+            "instances_running": running,
+            "instances_queued": queued,
+            "workers": rows,
+        })
+    }
+}
+
 /// What the scheduler needs to place one instance of workflow `w`: its cores, its
 /// constraints (plus the custom kind's worker tag), the workers to avoid, the strategy.
 pub fn demand(

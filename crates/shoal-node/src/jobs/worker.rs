@@ -46,6 +46,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 type Key = (InstanceRef, u32);
 
+/// An attempt on this worker: how to stop it, and the cores it holds.
+struct Running {
+    stop: Arc<watch::Sender<bool>>,
+    cores: u32,
+}
+
 /// One worker's jobs runtime.
 pub struct WorkerRuntime {
     me: String,
@@ -53,7 +59,8 @@ pub struct WorkerRuntime {
     wire: Wire,
     membership: MembershipHandle,
     registry: Registry,
-    running: Mutex<HashMap<Key, Arc<watch::Sender<bool>>>>,
+    running: Mutex<HashMap<Key, Running>>,
+    cores: u32,
     seen_term: AtomicU64,
     channels: Mutex<HashMap<String, WorkerReportsClient<Channel>>>,
 }
@@ -72,6 +79,7 @@ impl WorkerRuntime {
         me: String,
         dc: String,
         cluster_id: String,
+        cores: u32,
         membership: MembershipHandle,
         registry: Registry,
     ) -> Arc<Self> {
@@ -82,11 +90,23 @@ impl WorkerRuntime {
             membership,
             registry,
             running: Mutex::default(),
+            cores,
             seen_term: AtomicU64::new(0),
             channels: Mutex::default(),
         });
         tokio::spawn(heartbeats(Arc::downgrade(&rt)));
+        tokio::spawn(publish_load(Arc::downgrade(&rt)));
         rt
+    }
+
+    /// (attempts running, cores they hold, cores offered).
+    pub fn load(&self) -> (usize, u32, u32) {
+        let books = self.books();
+        (
+            books.len(),
+            books.values().map(|r| r.cores).sum(),
+            self.cores,
+        )
     }
 
     /// Attempts running now.
@@ -96,7 +116,7 @@ impl WorkerRuntime {
         v
     }
 
-    fn books(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<watch::Sender<bool>>>> {
+    fn books(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Running>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -120,7 +140,11 @@ impl WorkerRuntime {
                 return OrderReply::Accepted;
             }
             let (tx, rx) = watch::channel(false);
-            books.insert(key.clone(), Arc::new(tx));
+            let running = Running {
+                stop: Arc::new(tx),
+                cores: o.cores,
+            };
+            books.insert(key.clone(), running);
             rx
         };
         tracing::debug!(instance = %o.instance, attempt = o.attempt, kind = o.work.kind(), "starting");
@@ -137,8 +161,8 @@ impl WorkerRuntime {
     }
 
     fn stop(&self, key: &Key) {
-        if let Some(tx) = self.books().get(key) {
-            let _ = tx.send(true);
+        if let Some(r) = self.books().get(key) {
+            let _ = r.stop.send(true);
         }
     }
 
@@ -157,9 +181,7 @@ impl WorkerRuntime {
             Some(ms) => tokio::select! {
                 e = &mut run => e,
                 () = tokio::time::sleep(Duration::from_millis(ms)) => {
-                    if let Some(tx) = self.books().get(&key) {
-                        let _ = tx.send(true);
-                    }
+                    self.stop(&key);
                     let mut e = run.await;
                     e.outcome = Outcome::TimedOut;
                     e.error = Some(format!("timed out after {} s", ms / 1000));
@@ -306,6 +328,32 @@ impl WorkerRuntime {
                 Err(e) => tracing::debug!(error = %e, "bad heartbeat reply"),
             },
             Err(s) => tracing::debug!(manager = %leader, error = %s, "heartbeat not taken"),
+        }
+    }
+}
+
+/// Publishes the share of cores in use in gossip metadata (`load_permille`) when it
+/// changes, at most twice a second, so every node's `shoal status` shows worker load.
+async fn publish_load(rt: std::sync::Weak<WorkerRuntime>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut published = 0;
+    loop {
+        tick.tick().await;
+        let Some(rt) = rt.upgrade() else { return };
+        let (_, used, cores) = rt.load();
+        let load = (u64::from(used) * 1000 / u64::from(cores.max(1))) as u32;
+        if load != published {
+            let membership = rt.membership.clone();
+            drop(rt);
+            if membership
+                .update_meta(move |m| m.load_permille = load)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            published = load;
         }
     }
 }
