@@ -320,6 +320,21 @@ after = ["build"]
     }
 
     #[test]
+    fn the_example_specs_parse() {
+        for (name, text) in [
+            ("hello.toml", include_str!("../../../examples/hello.toml")),
+            ("nightly.toml", include_str!("../../../examples/nightly.toml")),
+            ("retry.toml", include_str!("../../../examples/retry.toml")),
+            ("render.toml", include_str!("../../../examples/render.toml")),
+            ("cpu.json", include_str!("../../../examples/cpu.json")),
+        ] {
+            if let Err(e) = parse(text, Format::of_path(name), name) {
+                panic!("{e}");
+            }
+        }
+    }
+
+    #[test]
     fn unknown_kinds_parse_as_custom_for_the_manager_to_check() {
         let (spec, _) = parse(
             "name = \"j\"\n[[workflows]]\nname = \"a\"\nkind = \"render\"\nargs = { frames = 3 }\n",
