@@ -24,7 +24,10 @@ use shoal_types::{NodeConfig, PartialConfig};
 struct Render;
 
 impl CustomWork for Render {
-    fn run(&self, mut ctx: WorkContext) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> {
+    fn run(
+        &self,
+        mut ctx: WorkContext,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> {
         Box::pin(async move {
             let frames = ctx
                 .args
@@ -39,7 +42,10 @@ impl CustomWork for Render {
                 }
                 (ctx.progress)(frame, frames);
             }
-            Ok(format!("rendered {frames} frames (attempt {})\n", ctx.attempt))
+            Ok(format!(
+                "rendered {frames} frames (attempt {})\n",
+                ctx.attempt
+            ))
         })
     }
 }
@@ -80,7 +86,10 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    println!("worker {id} runs kind `render`; tcp={} gossip={}", node.tcp_addr, node.gossip_addr);
+    println!(
+        "worker {id} runs kind `render`; tcp={} gossip={}",
+        node.tcp_addr, node.gossip_addr
+    );
     let _ = tokio::signal::ctrl_c().await;
     node.shutdown().await;
 }

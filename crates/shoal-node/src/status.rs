@@ -39,8 +39,10 @@ pub fn member_row(m: &MemberInfo, now_ms: u64) -> MemberRow {
             .filter(|_| matches!(m.state, MemberState::Alive | MemberState::Suspect)),
         lifecycle: m.lifecycle.map(|l| l.to_string()),
         cores: m.cores,
-        used_cores: (m.role == Some(Role::Worker) && m.cores > 0)
-            .then(|| (m.load_permille * m.cores + 500) / 1000),
+        used_cores: (m.role == Some(Role::Worker)
+            && m.cores > 0
+            && matches!(m.state, MemberState::Alive | MemberState::Suspect))
+        .then(|| (m.load_permille * m.cores + 500) / 1000),
         version: m.version.clone(),
         is_self: m.is_self,
     }

@@ -15,9 +15,14 @@ use shoal_types::{NodeConfig, PartialConfig};
 struct Double;
 
 impl CustomWork for Double {
-    fn run(&self, ctx: WorkContext) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> {
+    fn run(
+        &self,
+        ctx: WorkContext,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> {
         Box::pin(async move {
-            let n = ctx.args["n"].as_u64().ok_or("args.n: a number is required")?;
+            let n = ctx.args["n"]
+                .as_u64()
+                .ok_or("args.n: a number is required")?;
             (ctx.progress)(1, 1);
             Ok(format!("{} (attempt {})\n", n * 2, ctx.attempt))
         })
@@ -51,9 +56,13 @@ instances = 3
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custom_kind_runs_only_on_the_worker_that_registered_it() {
     let dir = std::env::temp_dir().join(format!("shoal-custom-{}", std::process::id()));
-    let m = Node::start(config("m1", "manager", vec![], &dir)).await.unwrap();
+    let m = Node::start(config("m1", "manager", vec![], &dir))
+        .await
+        .unwrap();
     let seeds = vec![m.tcp_addr.to_string()];
-    let plain = Node::start(config("plain", "worker", seeds.clone(), &dir)).await.unwrap();
+    let plain = Node::start(config("plain", "worker", seeds.clone(), &dir))
+        .await
+        .unwrap();
     let client = JobsClient::new(
         &[m.tcp_addr.to_string()],
         CallOptions {
@@ -79,7 +88,10 @@ async fn a_custom_kind_runs_only_on_the_worker_that_registered_it() {
 
     let mut registry = Registry::default();
     registry.register("double", Double).unwrap();
-    assert!(registry.register("exec", Double).is_err(), "built-in names are taken");
+    assert!(
+        registry.register("exec", Double).is_err(),
+        "built-in names are taken"
+    );
     let custom = Node::start_with(config("custom", "worker", seeds, &dir), registry)
         .await
         .unwrap();
@@ -100,12 +112,18 @@ async fn a_custom_kind_runs_only_on_the_worker_that_registered_it() {
         if j.finished_unix_ms != 0 {
             break j;
         }
-        assert!(tokio::time::Instant::now() < deadline, "job never finished: {j:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job never finished: {j:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(job.state, "completed", "{job:?}");
     for i in &job.workflows[0].instances {
-        assert_eq!(i.worker, "custom", "placed only where the kind exists: {i:?}");
+        assert_eq!(
+            i.worker, "custom",
+            "placed only where the kind exists: {i:?}"
+        );
     }
     let logs = client.logs(&id, None, Some(0)).await.unwrap();
     assert_eq!(logs.outputs[0].stdout_tail, "42 (attempt 1)\n");

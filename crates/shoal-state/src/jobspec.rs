@@ -323,7 +323,10 @@ after = ["build"]
     fn the_example_specs_parse() {
         for (name, text) in [
             ("hello.toml", include_str!("../../../examples/hello.toml")),
-            ("nightly.toml", include_str!("../../../examples/nightly.toml")),
+            (
+                "nightly.toml",
+                include_str!("../../../examples/nightly.toml"),
+            ),
             ("retry.toml", include_str!("../../../examples/retry.toml")),
             ("render.toml", include_str!("../../../examples/render.toml")),
             ("cpu.json", include_str!("../../../examples/cpu.json")),

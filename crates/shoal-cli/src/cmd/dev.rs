@@ -194,7 +194,116 @@ async fn tour(cluster: &mut DevCluster) -> Result<(), String> {
         "the restart",
     )
     .await?;
-    kv_leader_failover(cluster).await
+    kv_leader_failover(cluster).await?;
+    job_through_a_worker_crash(cluster).await
+}
+
+/// The demo's job: 8 instances over the workers; one worker is killed while they run.
+const DEMO_JOB: &str = r#"
+name = "demo"
+[[workflows]]
+name = "prepare"
+kind = "echo"
+args = { text = "ready" }
+[[workflows]]
+name = "work"
+kind = "sleep"
+args = { ms = 1500 }
+instances = 8
+max_retries = 2
+after = ["prepare"]
+"#;
+
+/// A job runs across the workers; kill -9 one of them mid-job: its instances run again
+/// elsewhere and the job completes, every instance once.
+async fn job_through_a_worker_crash(cluster: &mut DevCluster) -> Result<(), String> {
+    let managers: Vec<String> = cluster
+        .children
+        .iter()
+        .filter(|c| c.node.role == shoal_types::Role::Manager)
+        .map(|c| c.node.tcp.to_string())
+        .collect();
+    let workers: Vec<String> = cluster
+        .children
+        .iter()
+        .filter(|c| c.node.role == shoal_types::Role::Worker)
+        .map(|c| c.node.id.clone())
+        .collect();
+    if managers.is_empty() || workers.len() < 2 {
+        return Ok(()); // nowhere to move work to
+    }
+    let client = shoal_client::JobsClient::new(&managers, shoal_client::CallOptions::default())
+        .map_err(|e| e.to_string())?;
+    println!(
+        "
+== a job: 1 echo, then 8 × sleep 1.5 s over {} workers",
+        workers.len()
+    );
+    let submitted = client
+        .submit(
+            DEMO_JOB,
+            "demo.toml",
+            shoal_state::jobspec::Format::Toml,
+            None,
+        )
+        .await
+        .map_err(|e| format!("submit: {e}"))?;
+    let id = submitted.id;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Wait until the work runs, then kill the busiest worker.
+    let victim = loop {
+        let job = client.get(&id).await.map_err(|e| e.to_string())?;
+        let running: Vec<&str> = job.workflows[1]
+            .instances
+            .iter()
+            .filter(|i| i.state == "running")
+            .map(|i| i.worker.as_str())
+            .collect();
+        if running.len() >= 2 {
+            let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+            for w in &running {
+                *counts.entry(w).or_default() += 1;
+            }
+            let busiest = counts
+                .into_iter()
+                .max_by_key(|c| c.1)
+                .map(|c| c.0.to_string());
+            break busiest.unwrap_or_default();
+        }
+        if Instant::now() > deadline {
+            return Err(format!("job {id} never started running"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("job {id} running; kill -9 worker {victim} mid-job");
+    cluster.kill(&victim).await;
+    let killed = Instant::now();
+    let job = loop {
+        let job = client.get(&id).await.map_err(|e| e.to_string())?;
+        if job.finished_unix_ms != 0 {
+            break job;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("job {id} did not finish within 60 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let instances: Vec<_> = job.workflows.iter().flat_map(|w| &w.instances).collect();
+    let retried = instances.iter().filter(|i| i.attempts > 1).count();
+    println!(
+        "job {id} {} {:.1} s after the kill: {} instances, {retried} re-run on another worker after {victim} failed",
+        job.state,
+        killed.elapsed().as_secs_f64(),
+        instances.len()
+    );
+    if job.state != "completed" {
+        return Err(format!("job {id} ended {}: {}", job.state, job.reason));
+    }
+    println!(
+        "
+== restarting {victim}"
+    );
+    cluster.restart(&victim).map_err(|e| e.to_string())
 }
 
 /// The replicated store survives its leader: write, kill -9 the Raft leader, write and
