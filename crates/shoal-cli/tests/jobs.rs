@@ -8,6 +8,9 @@
 //! - A worker killed mid-job: its instances run again on the other worker.
 //! - The manager leader killed mid-job: the job completes and no instance ran twice.
 //! - Cancel stops the running processes.
+//! - Through a gate: 200 instances across three workers while a worker and then the
+//!   manager leader are killed — every instance completes once; a `fail` workflow
+//!   completes on its second attempt.
 
 mod common;
 
@@ -23,16 +26,33 @@ const LONG: Duration = Duration::from_secs(60);
 
 struct Cluster {
     managers: Vec<Proc>,
+    /// When present, every command goes through it.
+    gate: Option<Proc>,
     workers: Vec<Proc>,
     dir: tempdir::Dir,
 }
 
 impl Cluster {
     fn start() -> Self {
-        let managers = start_managers();
+        Self::start_with(&["w1", "w2"], false)
+    }
+
+    /// Three managers, these workers (2 cores each), and a gate in front if asked.
+    fn start_with(worker_ids: &[&str], gate: bool) -> Self {
+        let managers: Vec<Proc> = start_managers().into();
         wait_for_leader(&managers);
         let seeds = [managers[0].tcp];
-        let workers: Vec<Proc> = ["w1", "w2"]
+        let gate = gate.then(|| {
+            start_node_in(
+                "g1",
+                "127.0.0.1:0",
+                &seeds,
+                Some(KEY),
+                tempdir::Dir::new("g1"),
+                &["--role", "gate", "--bootstrap-expect", "1"],
+            )
+        });
+        let workers: Vec<Proc> = worker_ids
             .iter()
             .map(|id| {
                 start_node_in(
@@ -45,22 +65,26 @@ impl Cluster {
                 )
             })
             .collect();
-        // Every manager must see both workers before jobs can be placed on them.
-        wait_for("managers see both workers alive", LONG, || {
-            managers.iter().all(|m| {
-                ["w1", "w2"]
+        // Every manager (and the gate) must see the workers before jobs can be placed.
+        wait_for("managers see the workers alive", LONG, || {
+            managers.iter().chain(gate.as_ref()).all(|m| {
+                worker_ids
                     .iter()
                     .all(|w| state_of(m, w) == Some(shoal_types::MemberState::Alive))
             })
         });
         Self {
-            managers: managers.into(),
+            managers,
+            gate,
             workers,
             dir: tempdir::Dir::new("jobs"),
         }
     }
 
     fn servers(&self) -> String {
+        if let Some(g) = &self.gate {
+            return g.tcp.to_string();
+        }
         // All of them, dead ones included: the client moves on to the next.
         self.managers
             .iter()
@@ -363,4 +387,124 @@ fn cancel_stops_running_processes() {
     let job = c.job("long-1").expect("job");
     assert_eq!(job["state"], "cancelled");
     assert_eq!(job["reason"], "cancelled by a user");
+}
+
+#[test]
+fn two_hundred_instances_through_a_gate_survive_a_worker_and_a_leader_kill() {
+    let mut c = Cluster::start_with(&["w1", "w2", "w3"], true);
+    let spec = c.spec(
+        "big.toml",
+        r#"
+name = "big"
+[[workflows]]
+name = "s"
+kind = "sleep"
+args = { ms = 300 }
+instances = 200
+max_retries = 2
+[[workflows]]
+name = "flaky"
+kind = "fail"
+args = { times = 1 }
+max_retries = 1
+"#,
+    );
+    let servers = c.servers();
+    // Progress lines go to a file: a pipe nobody reads until the end could fill up.
+    let progress = c.dir.path().join("progress.log");
+    let waiter = shoal()
+        .args([
+            "submit",
+            &spec,
+            "--wait",
+            "--json",
+            "--id",
+            "big-1",
+            "--servers",
+            &servers,
+        ])
+        .env_remove("SHOAL_SERVERS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&progress).expect("progress file"))
+        .spawn()
+        .expect("run shoal submit --wait");
+    // Mid-job: a worker dies, then the manager leader.
+    let mut victim = String::new();
+    wait_for("instances running", LONG, || {
+        let Some(j) = c.job("big-1") else {
+            return false;
+        };
+        let done = instances(&j)
+            .iter()
+            .filter(|i| i["state"] == "completed")
+            .count();
+        if let Some(w) = instances(&j)
+            .iter()
+            .find(|i| i["state"] == "running")
+            .and_then(|i| i["worker"].as_str())
+        {
+            victim = w.to_string();
+        }
+        done >= 10 && !victim.is_empty()
+    });
+    let worker = victim.rsplit('/').next().unwrap_or_default().to_string();
+    c.workers
+        .iter_mut()
+        .find(|w| w.id == worker)
+        .expect("victim")
+        .kill9();
+    wait_for(
+        "more instances completed after the worker died",
+        LONG,
+        || {
+            c.job("big-1").is_some_and(|j| {
+                instances(&j)
+                    .iter()
+                    .filter(|i| i["state"] == "completed")
+                    .count()
+                    >= 60
+            })
+        },
+    );
+    let leader = wait_for_leader(&c.managers);
+    c.managers
+        .iter_mut()
+        .find(|m| m.id == leader)
+        .expect("leader")
+        .kill9();
+
+    let out = waiter.wait_with_output().expect("submit --wait");
+    assert!(
+        out.status.success(),
+        "submit --wait: {}",
+        std::fs::read_to_string(&progress).unwrap_or_default()
+    );
+    let job: Value = serde_json::from_slice(&out.stdout).expect("job JSON");
+    assert_eq!(job["state"], "completed", "{job}");
+    let sleeps = job["workflows"][0]["instances"]
+        .as_array()
+        .expect("instances");
+    assert_eq!(sleeps.len(), 200);
+    let mut retried = 0;
+    for i in sleeps {
+        assert_eq!(i["state"], "completed", "{i}");
+        let attempts = i["attempts"].as_u64().unwrap_or(0);
+        assert!((1..=3).contains(&attempts), "{i}");
+        if attempts > 1 {
+            retried += 1;
+            assert_ne!(
+                i["worker"].as_str(),
+                Some(victim.as_str()),
+                "retried elsewhere: {i}"
+            );
+        }
+    }
+    assert!(
+        retried > 0,
+        "the killed worker's instances ran again elsewhere"
+    );
+    let flaky = &job["workflows"][1]["instances"][0];
+    assert_eq!(flaky["state"], "completed", "{flaky}");
+    assert_eq!(flaky["attempts"], 2, "{flaky}");
 }

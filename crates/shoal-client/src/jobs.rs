@@ -59,6 +59,18 @@ impl JobsClient {
         format: Format,
         id: Option<&str>,
     ) -> Result<SubmitResponse, CallError> {
+        self.submit_share(spec, source, format, id, None).await
+    }
+
+    /// A gate's submission of one datacenter's share of a multi-datacenter job.
+    pub async fn submit_share(
+        &self,
+        spec: &str,
+        source: &str,
+        format: Format,
+        id: Option<&str>,
+        datacenter: Option<&str>,
+    ) -> Result<SubmitResponse, CallError> {
         let (parsed, _) = jobspec::parse(spec, format, source).map_err(CallError::Rejected)?;
         let id = match id {
             Some(id) => {
@@ -79,6 +91,7 @@ impl JobsClient {
                     format: format.into(),
                     source: source.into(),
                     id: id.clone(),
+                    datacenter: datacenter.unwrap_or_default().into(),
                 });
                 req.set_timeout(t);
                 async move { Ok(c.submit(req).await?.into_inner()) }

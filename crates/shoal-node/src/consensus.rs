@@ -72,9 +72,22 @@ pub struct Consensus {
     adding: Arc<Mutex<BTreeSet<u64>>>,
 }
 
-/// Starts this manager's member of its DC's group (None for gates and workers).
+/// The Raft group of the gates (all datacenters). Not a valid datacenter name, so it
+/// cannot clash with one.
+pub const GATES_GROUP: &str = ":gates";
+
+/// The group a node belongs to: its DC's managers, or the gates.
+pub fn group_name(config: &NodeConfig) -> String {
+    match config.role {
+        Role::Gate => GATES_GROUP.to_string(),
+        _ => config.dc.clone(),
+    }
+}
+
+/// Starts this node's member of its group: a manager's DC group, or the gates' group
+/// (None for workers).
 pub async fn start(config: &NodeConfig) -> Result<Option<Consensus>, ConsensusError> {
-    if config.role != Role::Manager {
+    if config.role == Role::Worker {
         return Ok(None);
     }
     let path = config.data_dir.join("raft.db");
@@ -101,7 +114,7 @@ pub async fn start(config: &NodeConfig) -> Result<Option<Consensus>, ConsensusEr
         replica,
         breakers,
         me: config.id.to_string(),
-        dc: config.dc.clone(),
+        dc: group_name(config),
         draining: Arc::default(),
         adding: Arc::default(),
     }))
@@ -111,7 +124,7 @@ pub async fn start(config: &NodeConfig) -> Result<Option<Consensus>, ConsensusEr
 pub fn identity(config: &NodeConfig) -> Identity {
     Identity {
         cluster_id: config.cluster_id.clone(),
-        group: config.dc.clone(),
+        group: group_name(config),
     }
 }
 
@@ -123,9 +136,12 @@ fn live_managers<'a>(
     snap.members
         .iter()
         .filter(move |m| {
-            m.state == MemberState::Alive
-                && m.role == Some(Role::Manager)
-                && m.dc.as_deref() == Some(dc)
+            let member = if dc == GATES_GROUP {
+                m.role == Some(Role::Gate)
+            } else {
+                m.role == Some(Role::Manager) && m.dc.as_deref() == Some(dc)
+            };
+            m.state == MemberState::Alive && member
         })
         .map(|m| (m.id.as_str(), m.addr.as_str(), m.lifecycle))
 }

@@ -1,7 +1,9 @@
 //! `shoal dev`: a local cluster of child processes of the same binary.
 //!
 //! Ports follow DESIGN §Ports: manager i on B+2(i−1), gate i on B+100+2(i−1), worker i
-//! on B+200+2(i−1), gossip on TCP+1. Every child runs profile `local`, shares one cluster
+//! on B+200+2(i−1), gossip on TCP+1. With several datacenters (`--dcs N`) each DC gets
+//! its own managers and workers, numbered on (dc2's managers follow dc1's), and the
+//! gates (in dc1) front them all. Every child runs profile `local`, shares one cluster
 //! key, keeps its data under `<root>/<id>` and writes its log to `<root>/<id>/node.log`.
 //! A child that dies is reported, never silently restarted.
 
@@ -26,6 +28,8 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct DevPlan {
     pub base_port: u16,
+    /// Datacenters `dc1`…`dcN`; managers and workers are per DC.
+    pub dcs: u32,
     pub managers: u32,
     pub gates: u32,
     pub workers: u32,
@@ -40,6 +44,7 @@ pub struct DevPlan {
 pub struct DevNode {
     pub id: String,
     pub role: Role,
+    pub dc: String,
     pub tcp: SocketAddr,
     pub data_dir: PathBuf,
 }
@@ -48,6 +53,7 @@ impl DevPlan {
     pub fn new(base_port: u16, managers: u32, gates: u32, workers: u32) -> Self {
         Self {
             base_port,
+            dcs: 1,
             managers,
             gates,
             workers,
@@ -58,10 +64,13 @@ impl DevPlan {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=9).contains(&self.dcs) {
+            return Err(ConfigError::new("dcs", "must be 1..=9"));
+        }
         for (key, n) in [
-            ("managers", self.managers),
+            ("managers", self.managers * self.dcs),
             ("gates", self.gates),
-            ("workers", self.workers),
+            ("workers", self.workers * self.dcs),
         ] {
             if n > DEV_NODES_PER_ROLE_MAX {
                 return Err(ConfigError::new(
@@ -94,20 +103,24 @@ impl DevPlan {
     /// The children, managers first.
     pub fn nodes(&self) -> Vec<DevNode> {
         let mut out = Vec::new();
-        for (role, prefix, offset, count) in [
-            (Role::Manager, "m", 0u32, self.managers),
-            (Role::Gate, "g", 100, self.gates),
-            (Role::Worker, "w", 200, self.workers),
+        for (role, prefix, offset, per_dc, dcs) in [
+            (Role::Manager, "m", 0u32, self.managers, self.dcs),
+            (Role::Gate, "g", 100, self.gates, 1),
+            (Role::Worker, "w", 200, self.workers, self.dcs),
         ] {
-            for i in 1..=count {
-                let port = self.base_port as u32 + offset + 2 * (i - 1);
-                let id = format!("{prefix}{i}");
-                out.push(DevNode {
-                    data_dir: self.data_root.join(&id),
-                    id,
-                    role,
-                    tcp: SocketAddr::new(self.host, port.min(u16::MAX as u32) as u16),
-                });
+            for dc in 1..=dcs {
+                for j in 1..=per_dc {
+                    let i = (dc - 1) * per_dc + j;
+                    let port = self.base_port as u32 + offset + 2 * (i - 1);
+                    let id = format!("{prefix}{i}");
+                    out.push(DevNode {
+                        data_dir: self.data_root.join(&id),
+                        id,
+                        role,
+                        dc: format!("dc{dc}"),
+                        tcp: SocketAddr::new(self.host, port.min(u16::MAX as u32) as u16),
+                    });
+                }
             }
         }
         out
@@ -220,10 +233,18 @@ impl DevCluster {
         cmd.arg("node")
             .args(["--role", node.role.as_str(), "--id", &node.id])
             .args(["--listen", &node.tcp.to_string(), "--profile", "local"])
+            .args(["--dc", &node.dc])
             .arg("--data-dir")
             .arg(&node.data_dir);
-        if node.role == Role::Manager {
-            cmd.args(["--bootstrap-expect", &self.plan.managers.min(9).to_string()]);
+        match node.role {
+            Role::Manager => {
+                cmd.args(["--bootstrap-expect", &self.plan.managers.min(9).to_string()]);
+            }
+            // The gates form their own group.
+            Role::Gate => {
+                cmd.args(["--bootstrap-expect", &self.plan.gates.min(9).to_string()]);
+            }
+            Role::Worker => {}
         }
         let seeds = self.plan.seeds_for(&node);
         if !seeds.is_empty() {
@@ -420,6 +441,35 @@ mod tests {
         let m2 = &plan.nodes()[1];
         assert_eq!(plan.seeds_for(m2), ["127.0.0.1:9000", "127.0.0.1:9004"]);
         assert_eq!(m2.data_dir, PathBuf::from(".shoal/dev/m2"));
+    }
+
+    #[test]
+    fn two_datacenters_number_on() {
+        let mut plan = DevPlan::new(9000, 3, 1, 2);
+        plan.dcs = 2;
+        assert!(plan.validate().is_ok());
+        let nodes: Vec<(String, String, u16)> = plan
+            .nodes()
+            .into_iter()
+            .map(|n| (n.id, n.dc, n.tcp.port()))
+            .collect();
+        let expect = [
+            ("m1", "dc1", 9000),
+            ("m2", "dc1", 9002),
+            ("m3", "dc1", 9004),
+            ("m4", "dc2", 9006),
+            ("m5", "dc2", 9008),
+            ("m6", "dc2", 9010),
+            ("g1", "dc1", 9100),
+            ("w1", "dc1", 9200),
+            ("w2", "dc1", 9202),
+            ("w3", "dc2", 9204),
+            ("w4", "dc2", 9206),
+        ]
+        .map(|(i, d, p)| (i.to_string(), d.to_string(), p));
+        assert_eq!(nodes, expect);
+        plan.dcs = 0;
+        assert!(plan.validate().is_err());
     }
 
     #[test]

@@ -60,6 +60,20 @@ pub fn routes(membership: MembershipHandle, role: RoleServices) -> axum::Router 
                 )
                 .layer(axum::middleware::map_response(oversized_is_invalid))
         }
+        RoleServices::Gate(g) => {
+            let GateServices {
+                replica,
+                identity,
+                gate,
+            } = *g;
+            let raft = shoal_raft::group::grpc::service(replica.group.clone(), identity);
+            router
+                .route_service(&service_path::<RaftServer<RaftService>>(), raft)
+                .route_service(
+                    &service_path::<JobsServer<jobs::gate::GateJobs>>(),
+                    jobs::gate::service(gate),
+                )
+        }
         RoleServices::Worker(rt) => router.route_service(
             &service_path::<WorkerServer<jobs::worker::WorkerService>>(),
             jobs::worker::service(rt),
@@ -75,10 +89,19 @@ pub struct ManagerServices {
     pub jobs: std::sync::Arc<jobs::service::JobsManager>,
 }
 
+/// What a gate serves with.
+pub struct GateServices {
+    pub replica: Replica,
+    pub identity: Identity,
+    pub gate: std::sync::Arc<jobs::gate::Gate>,
+}
+
 /// The gRPC services a node serves beyond `Cluster`, by role.
 pub enum RoleServices {
     /// Raft, KV, Jobs and the workers' reports.
     Manager(Box<ManagerServices>),
+    /// Raft among the gates, and Jobs across datacenters.
+    Gate(Box<GateServices>),
     /// Orders from the manager leader.
     Worker(std::sync::Arc<jobs::worker::WorkerRuntime>),
     None,

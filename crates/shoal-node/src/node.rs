@@ -167,6 +167,14 @@ impl Node {
         }
         let admin_raft = raft.clone();
         let services = match (raft, config.role) {
+            (Some(c), shoal_types::Role::Gate) => {
+                let gate = crate::jobs::gate::Gate::new(c.replica.clone(), membership.clone());
+                grpc::RoleServices::Gate(Box::new(grpc::GateServices {
+                    replica: c.replica,
+                    identity: consensus::identity(&config),
+                    gate,
+                }))
+            }
             (Some(c), _) => {
                 let jobs = crate::jobs::service::JobsManager::new(
                     c.replica.clone(),
@@ -200,7 +208,7 @@ impl Node {
             jobs: match &services {
                 grpc::RoleServices::Manager(m) => admin::JobsView::Manager(m.jobs.clone()),
                 grpc::RoleServices::Worker(w) => admin::JobsView::Worker(w.clone()),
-                grpc::RoleServices::None => admin::JobsView::None,
+                grpc::RoleServices::Gate(_) | grpc::RoleServices::None => admin::JobsView::None,
             },
         };
         let app = admin::router(state).merge(grpc::routes(membership.clone(), services));

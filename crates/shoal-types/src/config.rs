@@ -433,10 +433,10 @@ impl NodeConfig {
             .data_dir
             .unwrap_or_else(|| PathBuf::from(".shoal").join(id.as_str()));
         if let Some(n) = layer.bootstrap_expect {
-            if role != Role::Manager {
+            if role == Role::Worker {
                 return Err(ConfigError::new(
                     "bootstrap_expect",
-                    "only managers form the Raft group; drop it for gates and workers",
+                    "only managers (one group per DC) and gates (one group) form Raft groups; drop it for workers",
                 ));
             }
             if !(1..=BOOTSTRAP_EXPECT_MAX).contains(&n) {
@@ -631,7 +631,9 @@ mod tests {
             ..base()
         });
         assert!(
-            e.starts_with("invalid config: bootstrap_expect: only managers"),
+            e.starts_with(
+                "invalid config: bootstrap_expect: only managers (one group per DC) and gates"
+            ),
             "{e}"
         );
         let e = err(PartialConfig {

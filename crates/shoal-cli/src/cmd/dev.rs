@@ -16,6 +16,10 @@ pub struct DevArgs {
     /// First manager's TCP port; gates start at +100, workers at +200.
     #[arg(long, default_value_t = 9000)]
     base_port: u16,
+    /// Datacenters (dc1, dc2, …), each with --managers managers and --workers workers;
+    /// the gates front them all.
+    #[arg(long, default_value_t = 1)]
+    dcs: u32,
     #[arg(long, default_value_t = 3)]
     managers: u32,
     #[arg(long, default_value_t = 1)]
@@ -34,6 +38,7 @@ pub struct DevArgs {
 impl DevArgs {
     fn plan(&self) -> Result<DevPlan, DevError> {
         let mut plan = DevPlan::new(self.base_port, self.managers, self.gates, self.workers);
+        plan.dcs = self.dcs;
         plan.data_root = self.data_dir.clone();
         plan.cluster_key = match &self.cluster_key {
             Some(key) => {
@@ -54,8 +59,8 @@ async fn start(args: &DevArgs) -> Result<DevCluster, DevError> {
     let plan = args.plan()?;
     plan.validate()?;
     println!(
-        "starting {} managers, {} gates, {} workers on 127.0.0.1 (base port {}, profile local)…",
-        plan.managers, plan.gates, plan.workers, plan.base_port
+        "starting {} datacenter(s) of {} managers and {} workers, {} gates, on 127.0.0.1 (base port {}, profile local)…",
+        plan.dcs, plan.managers, plan.workers, plan.gates, plan.base_port
     );
     let mut cluster = DevCluster::spawn(plan, exe).await?;
     match cluster.wait_alive(START_TIMEOUT).await {

@@ -19,6 +19,7 @@
 //! cluster id (a node of another cluster is refused) and an encoding version.
 
 pub mod exec;
+pub mod gate;
 pub mod leader;
 pub mod service;
 pub mod worker;

@@ -550,9 +550,11 @@ impl Jobs for JobsService {
                 placement.datacenters.join(", ")
             )));
         }
-        if placement.datacenter_count.is_some_and(|n| n > 1) || placement.datacenters.len() > 1 {
+        let multi =
+            placement.datacenter_count.is_some_and(|n| n > 1) || placement.datacenters.len() > 1;
+        if multi && r.datacenter != self.mgr.dc {
             return Err(Status::invalid_argument(format!(
-                "{source}: datacenters: a job across several datacenters needs gates, which this cluster does not run yet"
+                "{source}: datacenters: a job across several datacenters is submitted through a gate (shoal submit --servers <gate>)"
             )));
         }
         let id = if r.id.is_empty() {
