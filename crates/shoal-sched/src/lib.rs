@@ -104,6 +104,9 @@ impl Rng {
 pub struct Scheduler {
     workers: BTreeMap<String, WorkerState>,
     queue: VecDeque<Demand>,
+    /// The keys in `queue` (the duplicate check is O(1), not a scan: a job can queue
+    /// 100,000 instances).
+    queued_keys: std::collections::HashSet<InstanceKey>,
     /// Placed and not yet released: key → (worker, cores).
     placed: BTreeMap<InstanceKey, (String, u32)>,
     /// Round-robin position: the worker after this one is tried first.
@@ -116,6 +119,7 @@ impl Scheduler {
         Self {
             workers: BTreeMap::new(),
             queue: VecDeque::new(),
+            queued_keys: Default::default(),
             placed: BTreeMap::new(),
             cursor: None,
             rng,
@@ -179,9 +183,10 @@ impl Scheduler {
         if demand.cores == 0 {
             return Err(Unplaceable::NoCores);
         }
-        if self.placed.contains_key(&demand.key) || self.queue.iter().any(|d| d.key == demand.key) {
+        if self.placed.contains_key(&demand.key) || self.queued_keys.contains(&demand.key) {
             return Err(Unplaceable::Duplicate(demand.key));
         }
+        self.queued_keys.insert(demand.key.clone());
         self.queue.push_back(demand);
         Ok(())
     }
@@ -191,6 +196,9 @@ impl Scheduler {
         let (gone, kept): (Vec<Demand>, Vec<Demand>) =
             self.queue.drain(..).partition(|d| pred(&d.key));
         self.queue = kept.into();
+        for d in &gone {
+            self.queued_keys.remove(&d.key);
+        }
         gone
     }
 
@@ -199,10 +207,18 @@ impl Scheduler {
         let mut placements = Vec::new();
         let mut waiting = VecDeque::with_capacity(self.queue.len());
         while let Some(demand) = self.queue.pop_front() {
+            // No free core anywhere: the rest waits as it is (no need to ask each).
+            let room = self.workers.values().any(|w| w.accepting && w.free() > 0);
+            if !room {
+                waiting.push_back(demand);
+                waiting.extend(self.queue.drain(..));
+                break;
+            }
             match self.pick(&demand) {
                 Some(worker) => {
                     let w = self.workers.get_mut(&worker).expect("picked from the map");
                     w.reserve(demand.cores);
+                    self.queued_keys.remove(&demand.key);
                     self.placed
                         .insert(demand.key.clone(), (worker.clone(), demand.cores));
                     placements.push(Placement {
@@ -236,7 +252,9 @@ impl Scheduler {
     /// Records a placement decided before (replayed from the log after a leader
     /// change): reserves its cores without asking a strategy.
     pub fn restore(&mut self, p: &Placement) {
-        self.queue.retain(|d| d.key != p.key);
+        if self.queued_keys.remove(&p.key) {
+            self.queue.retain(|d| d.key != p.key);
+        }
         if self.placed.contains_key(&p.key) {
             return;
         }
@@ -293,6 +311,12 @@ impl Scheduler {
             if !seen.insert(&d.key) || self.placed.contains_key(&d.key) {
                 return Err(format!("{:?} is queued twice or also placed", d.key));
             }
+            if !self.queued_keys.contains(&d.key) {
+                return Err(format!("{:?} is queued but not in the key set", d.key));
+            }
+        }
+        if self.queued_keys.len() != self.queue.len() {
+            return Err("the queued key set and the queue differ".into());
         }
         Ok(())
     }

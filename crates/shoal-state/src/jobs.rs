@@ -1009,6 +1009,12 @@ impl Job {
 
     /// Instances waiting for a worker whose workflow may run, as (ref, next attempt).
     pub fn runnable(&self) -> Vec<(InstanceRef, u32)> {
+        self.runnable_up_to(usize::MAX)
+    }
+
+    /// The first `limit` of [`runnable`](Self::runnable), in order (a scheduling round
+    /// cannot place more than the free cores anyway).
+    pub fn runnable_up_to(&self, limit: usize) -> Vec<(InstanceRef, u32)> {
         if self.state.is_terminal() {
             return Vec::new();
         }
@@ -1018,6 +1024,9 @@ impl Job {
                 continue;
             }
             for (i, inst) in run.instances.iter().enumerate() {
+                if out.len() >= limit {
+                    return out;
+                }
                 if inst.state.0 == RunState::Queued {
                     out.push((
                         InstanceRef {

@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use shoal_sched::{InstanceKey, Rng, Scheduler, Strategy};
+use shoal_sched::{Demand, InstanceKey, Rng, Scheduler, Strategy};
 use shoal_state::{
     JobCommand, JobResponse,
     jobs::{InstanceRef, Place, RunState},
@@ -33,6 +33,11 @@ use super::{
 
 /// Scheduling tick when nothing wakes the loop earlier.
 pub const TICK: Duration = Duration::from_millis(100);
+/// Queued instances a round considers, per core offered (and at least RUNNABLE_MIN).
+const RUNNABLE_PER_CORE: usize = 8;
+const RUNNABLE_MIN: usize = 256;
+/// Rounds are at least this far apart (what arrives meanwhile joins the next round).
+const ROUND_GAP: Duration = Duration::from_millis(1);
 /// A placed attempt not confirmed by its worker within this long gets its order again.
 const RESEND_AFTER_MS: u64 = 2_000;
 /// A worker gossip has never shown to this leader is lost after this long.
@@ -45,14 +50,8 @@ const RUN_TRIES: u32 = 3;
 
 /// What one round needs from the ledger.
 struct Plan {
-    /// (ref, next attempt, workflow position, excluded workers) of queued runnable
-    /// instances, with their job's spec.
-    runnable: Vec<(
-        InstanceRef,
-        u32,
-        BTreeSet<String>,
-        shoal_state::jobs::JobSpec,
-    )>,
+    /// What the scheduler must place: queued instances whose workflow may run.
+    runnable: Vec<Demand>,
     /// (ref, attempt, worker, fence, state, placed_ms, cores, timeout_s)
     active: Vec<Active>,
     submitted: Vec<String>,
@@ -71,7 +70,7 @@ struct Active {
     timeout_s: Option<u64>,
 }
 
-fn plan(s: &shoal_state::State, now: u64) -> Plan {
+fn plan(s: &shoal_state::State, now: u64, default_strategy: Strategy, limit: usize) -> Plan {
     let mut p = Plan {
         runnable: Vec::new(),
         active: Vec::new(),
@@ -88,11 +87,19 @@ fn plan(s: &shoal_state::State, now: u64) -> Plan {
             p.expired.push((job.id.clone(), t));
             continue;
         }
-        for (r, attempt) in job.runnable() {
+        let room = limit.saturating_sub(p.runnable.len());
+        for (r, attempt) in job.runnable_up_to(room) {
             let excluded = job.workflows[r.workflow as usize].instances[r.index as usize]
                 .excluded
                 .clone();
-            p.runnable.push((r, attempt, excluded, job.spec.clone()));
+            let w = r.workflow as usize;
+            p.runnable.push(super::service::demand(
+                &job.spec,
+                w,
+                key(&r, attempt),
+                excluded,
+                default_strategy,
+            ));
         }
         for (r, attempt, worker, fence) in job.active() {
             let inst = &job.workflows[r.workflow as usize].instances[r.index as usize];
@@ -127,11 +134,19 @@ pub async fn run(mgr: Arc<JobsManager>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading_since: Option<(u64, tokio::time::Instant)> = None;
     let mut rounds: u64 = 0;
+    let mut seen_applied = 0;
     loop {
+        // A round when anything new is applied here (a submission or a report through
+        // any manager), when woken, or every tick; rounds at most every ROUND_GAP, so
+        // a burst of entries makes one round, not one each.
+        let group = mgr.replica.group.clone();
         tokio::select! {
             _ = tick.tick() => {}
             () = mgr.wake.notified() => {}
+            _ = group.await_applied(seen_applied + 1, TICK) => {}
         }
+        seen_applied = mgr.replica.group.applied_index();
+        tokio::time::sleep(ROUND_GAP).await;
         let Some(term) = mgr.is_leader() else {
             leading_since = None;
             mgr.missing
@@ -184,7 +199,18 @@ pub fn decide(
     rng: Rng,
     default_strategy: Strategy,
 ) -> Decisions {
-    let p = plan(s, now);
+    // A round places at most as many instances as there are free cores; looking at a
+    // few times that many queued instances keeps later ones that fit (constraints)
+    // moving without planning all 100,000 of a big job every round.
+    let offered: u64 = workers
+        .values()
+        .filter(|w| matches!(w.state, MemberState::Alive | MemberState::Suspect))
+        .map(|w| u64::from(w.cores))
+        .sum();
+    let limit = (offered as usize)
+        .saturating_mul(RUNNABLE_PER_CORE)
+        .max(RUNNABLE_MIN);
+    let p = plan(s, now, default_strategy, limit);
     let mut d = Decisions::default();
 
     // 1. Lost workers.
@@ -252,16 +278,10 @@ pub fn decide(
             cores: a.cores,
         });
     }
-    for (r, attempt, excluded, spec) in &p.runnable {
-        let demand = super::service::demand(
-            spec,
-            r.workflow as usize,
-            key(r, *attempt),
-            excluded.clone(),
-            default_strategy,
-        );
+    for demand in p.runnable {
+        let k = demand.key.clone();
         if let Err(e) = sched.enqueue(demand) {
-            tracing::debug!(instance = %r, error = %e, "not queued");
+            tracing::debug!(instance = ?k, error = %e, "not queued");
         }
     }
     let places: Vec<Place> = sched

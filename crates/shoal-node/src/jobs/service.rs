@@ -39,7 +39,7 @@ use crate::kv::group_status;
 
 /// Largest spec text accepted, in bytes.
 pub const SPEC_BYTES_MAX: usize = 1024 * 1024;
-/// How often `Watch` looks for changes.
+/// How often `Watch` looks for changes when nothing is applied.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// Bound on one order to a worker.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -639,7 +639,10 @@ impl Jobs for JobsService {
                 return;
             }
             while last.finished_unix_ms == 0 {
-                tokio::time::sleep(WATCH_EVERY).await;
+                // Look again as soon as anything new is applied here (or every
+                // WATCH_EVERY): a change is sent within a commit, not a polling period.
+                let next = mgr.replica.group.applied_index() + 1;
+                let _ = mgr.replica.group.await_applied(next, WATCH_EVERY).await;
                 let Some(now) = mgr.replica.group.read(|s| s.jobs.get(&id).map(job_doc)) else {
                     let _ = tx
                         .send(Err(Status::not_found(format!("job {id}: forgotten"))))

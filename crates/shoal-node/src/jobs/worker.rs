@@ -36,6 +36,8 @@ use super::{
 
 /// How often the worker tells the leader what it runs.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// An attempt still running after this long is reported started.
+pub const STARTED_AFTER: Duration = Duration::from_millis(50);
 /// At most one progress report per attempt this often.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How long a finished attempt's result is offered to the managers before the worker
@@ -168,19 +170,29 @@ impl WorkerRuntime {
 
     async fn attempt(self: Arc<Self>, o: RunOrder, stop: watch::Receiver<bool>) {
         let key = (o.instance.clone(), o.attempt);
-        let started = self.report(&key, Event::Started, false).await;
-        if started == Some(ReportReply::Stale) {
-            // Replaced before it began: nothing to run.
-            self.books().remove(&key);
-            return;
-        }
         let progress = self.progress_fn(key.clone());
+        let begun = tokio::time::Instant::now();
         let run = exec::run(&o.work, o.attempt, progress, stop, &self.registry);
         tokio::pin!(run);
-        let mut ended = match o.timeout_ms {
-            Some(ms) => tokio::select! {
+        // `Started` is reported only for attempts still running after STARTED_AFTER: a
+        // short one goes straight to its result (one Raft entry instead of two).
+        let started = tokio::select! {
+            biased;
+            e = &mut run => Some(e),
+            () = tokio::time::sleep(STARTED_AFTER) => None,
+        };
+        if started.is_none() {
+            let reply = self.report(&key, Event::Started, false).await;
+            if reply == Some(ReportReply::Stale) {
+                // Replaced meanwhile: stop it.
+                self.stop(&key);
+            }
+        }
+        let mut ended = match (started, o.timeout_ms) {
+            (Some(e), _) => e,
+            (None, Some(ms)) => tokio::select! {
                 e = &mut run => e,
-                () = tokio::time::sleep(Duration::from_millis(ms)) => {
+                () = tokio::time::sleep_until(begun + Duration::from_millis(ms)) => {
                     self.stop(&key);
                     let mut e = run.await;
                     e.outcome = Outcome::TimedOut;
@@ -188,7 +200,7 @@ impl WorkerRuntime {
                     e
                 }
             },
-            None => run.await,
+            (None, None) => run.await,
         };
         if ended.error.as_deref() == Some("stopped") {
             ended.error = Some("stopped: the job was cancelled or the attempt replaced".into());
