@@ -15,12 +15,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    pin::Pin,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use shoal_client::{CallError, CallOptions, JobsClient};
 use shoal_membership::MembershipHandle;
@@ -551,7 +549,7 @@ impl GateJobs {
     }
 }
 
-type JobStream = Pin<Box<dyn Stream<Item = Result<pb::Job, Status>> + Send>>;
+use super::JobStream;
 
 #[tonic::async_trait]
 impl Jobs for GateJobs {
@@ -719,34 +717,19 @@ impl Jobs for GateJobs {
     async fn watch(&self, r: Request<pb::JobRequest>) -> Result<Response<JobStream>, Status> {
         let record = self.existing(&r.get_ref().id).await?;
         let first = self.gate.merged(&record).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
         let gate = self.gate.clone();
         let id = record.id.clone();
-        tokio::spawn(async move {
-            let mut last = first;
-            if tx.send(Ok(last.clone())).await.is_err() {
-                return;
-            }
-            while last.finished_unix_ms == 0 {
+        Ok(Response::new(super::watch_stream(first, move || {
+            let (gate, id) = (gate.clone(), id.clone());
+            async move {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 // The record may have moved to another DC meanwhile.
                 let Some((record, _)) = gate.read_record(&id) else {
-                    return;
+                    return Err(Status::not_found(format!("job {id}: forgotten")));
                 };
-                let Ok(now) = gate.merged(&record).await else {
-                    continue;
-                };
-                if now != last {
-                    last = now;
-                    if tx.send(Ok(last.clone())).await.is_err() {
-                        return;
-                    }
-                }
+                Ok(gate.merged(&record).await.ok())
             }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        })))
     }
 
     async fn logs(

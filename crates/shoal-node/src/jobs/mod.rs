@@ -127,6 +127,44 @@ impl Wire {
     }
 }
 
+/// A `Watch` answer: `first`, then each different job `next` returns, until the job has
+/// finished or the client went away. `next` paces itself; `Ok(None)` means "nothing to
+/// say this time", `Err` ends the stream with that status.
+pub(crate) fn watch_stream<F, Fut>(first: shoal_proto::v1::Job, mut next: F) -> JobStream
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Option<shoal_proto::v1::Job>, Status>> + Send,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut last = first;
+        if tx.send(Ok(last.clone())).await.is_err() {
+            return;
+        }
+        while last.finished_unix_ms == 0 {
+            match next().await {
+                Ok(Some(now)) if now != last => {
+                    last = now;
+                    if tx.send(Ok(last.clone())).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(s) => {
+                    let _ = tx.send(Err(s)).await;
+                    return;
+                }
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// The stream type of `Jobs.Watch`.
+pub(crate) type JobStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<shoal_proto::v1::Job, Status>> + Send>,
+>;
+
 /// Wall clock in unix ms (decisions carry it; `apply` never reads a clock).
 pub fn now_ms() -> u64 {
     crate::status::unix_ms()

@@ -8,12 +8,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    pin::Pin,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use futures_util::Stream;
 use shoal_membership::MembershipHandle;
 use shoal_proto::v1::{
     self as pb, InternalMessage,
@@ -520,7 +518,7 @@ impl JobsService {
     }
 }
 
-type JobStream = Pin<Box<dyn Stream<Item = Result<pb::Job, Status>> + Send>>;
+use super::JobStream;
 
 #[tonic::async_trait]
 impl Jobs for JobsService {
@@ -631,35 +629,20 @@ impl Jobs for JobsService {
     async fn watch(&self, r: Request<pb::JobRequest>) -> Result<Response<JobStream>, Status> {
         let id = r.into_inner().id;
         let first = self.linearized_job(&id).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
         let mgr = self.mgr.clone();
-        tokio::spawn(async move {
-            let mut last = first;
-            if tx.send(Ok(last.clone())).await.is_err() {
-                return;
-            }
-            while last.finished_unix_ms == 0 {
+        Ok(Response::new(super::watch_stream(first, move || {
+            let (mgr, id) = (mgr.clone(), id.clone());
+            async move {
                 // Look again as soon as anything new is applied here (or every
                 // WATCH_EVERY): a change is sent within a commit, not a polling period.
                 let next = mgr.replica.group.applied_index() + 1;
                 let _ = mgr.replica.group.await_applied(next, WATCH_EVERY).await;
-                let Some(now) = mgr.replica.group.read(|s| s.jobs.get(&id).map(job_doc)) else {
-                    let _ = tx
-                        .send(Err(Status::not_found(format!("job {id}: forgotten"))))
-                        .await;
-                    return;
-                };
-                if now != last {
-                    last = now;
-                    if tx.send(Ok(last.clone())).await.is_err() {
-                        return;
-                    }
+                match mgr.replica.group.read(|s| s.jobs.get(&id).map(job_doc)) {
+                    Some(job) => Ok(Some(job)),
+                    None => Err(Status::not_found(format!("job {id}: forgotten"))),
                 }
             }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        })))
     }
 
     async fn logs(
