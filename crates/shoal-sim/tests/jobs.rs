@@ -196,13 +196,7 @@ impl Sim {
                     worker: worker.clone(),
                     instance: r.clone(),
                     attempt,
-                    event: Event::Finished {
-                        outcome: Outcome::Succeeded,
-                        exit_code: Some(0),
-                        error: None,
-                        stdout_tail: String::new(),
-                        stderr_tail: String::new(),
-                    },
+                    event: succeeded(),
                     now_ms: now_ms(now),
                 };
                 match self.write(cmd).await {
@@ -239,13 +233,7 @@ impl Sim {
                     worker: worker.clone(),
                     instance: r.clone(),
                     attempt,
-                    event: Event::Finished {
-                        outcome: Outcome::Succeeded,
-                        exit_code: Some(0),
-                        error: None,
-                        stdout_tail: String::new(),
-                        stderr_tail: String::new(),
-                    },
+                    event: succeeded(),
                     now_ms: now_ms(now),
                 };
                 match self.write(cmd).await {
@@ -342,6 +330,17 @@ impl Sim {
                 }
             }
         }
+    }
+}
+
+/// A worker's report that an attempt succeeded.
+fn succeeded() -> Event {
+    Event::Finished {
+        outcome: Outcome::Succeeded,
+        exit_code: Some(0),
+        error: None,
+        stdout_tail: String::new(),
+        stderr_tail: String::new(),
     }
 }
 

@@ -488,14 +488,6 @@ fn summary(j: &Job) -> pb::JobSummary {
     }
 }
 
-/// A job id: 1-64 of A-Z a-z 0-9 _ . - (the client's, or the name plus a random suffix).
-fn new_id(name: &str) -> String {
-    use std::hash::{BuildHasher, RandomState};
-    let suffix = RandomState::new().hash_one(now_ms()) as u32;
-    let stem: String = name.chars().take(50).collect();
-    format!("{stem}-{suffix:08x}")
-}
-
 /// The public `Jobs` service.
 pub struct JobsService {
     mgr: Arc<JobsManager>,
@@ -556,7 +548,7 @@ impl Jobs for JobsService {
             )));
         }
         let id = if r.id.is_empty() {
-            new_id(&spec.name)
+            shoal_client::jobs::new_job_id(&spec.name)
         } else {
             r.id
         };
