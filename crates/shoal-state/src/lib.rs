@@ -12,10 +12,11 @@
 //! ```
 //!
 //! The state holds the replicated key-value store (cluster configuration, like Consul's
-//! or etcd's KV) and the jobs ledger ([`jobs`]); chat and entities join as further
-//! command families.
+//! or etcd's KV), the jobs ledger ([`jobs`]) and chat rooms ([`chat`]); entities join
+//! as a further command family.
 
 pub mod bytes;
+pub mod chat;
 pub mod jobs;
 pub mod jobspec;
 pub mod kv;
@@ -23,6 +24,7 @@ pub mod session;
 
 use serde::{Deserialize, Serialize};
 
+pub use chat::{Chat, ChatCommand, ChatError, ChatResponse};
 pub use jobs::{JobCommand, JobError, JobResponse, Jobs};
 pub use kv::{KvCommand, KvEntry, KvError, KvResponse, KvStore};
 pub use session::{ClientTag, Sessions};
@@ -40,6 +42,7 @@ pub enum Command {
     Noop,
     Kv(KvCommand),
     Jobs(JobCommand),
+    Chat(ChatCommand),
 }
 
 /// A command as a client submitted it: tagged so a retry after a failover is applied
@@ -76,6 +79,12 @@ impl std::fmt::Display for Request {
                 write!(f, "worker {worker} lost")
             }
             Command::Jobs(JobCommand::Cancel { id, .. }) => write!(f, "cancel job {id}"),
+            Command::Chat(ChatCommand::CreateRoom { room }) => write!(f, "create room {room}"),
+            Command::Chat(ChatCommand::Join { room, user }) => write!(f, "{user} joins {room}"),
+            Command::Chat(ChatCommand::Leave { room, user }) => write!(f, "{user} leaves {room}"),
+            Command::Chat(ChatCommand::Post {
+                room, user, text, ..
+            }) => write!(f, "{user} posts {} B in {room}", text.len()),
         }
     }
 }
@@ -86,6 +95,7 @@ pub enum Response {
     Noop,
     Kv(Result<KvResponse, KvError>),
     Jobs(Result<JobResponse, JobError>),
+    Chat(Result<ChatResponse, ChatError>),
     /// The client's session no longer remembers this sequence number: it was applied
     /// long ago and its response was forgotten. Nothing was applied now.
     SessionExpired {
@@ -105,6 +115,7 @@ impl std::fmt::Display for Response {
 pub struct State {
     pub kv: KvStore,
     pub jobs: Jobs,
+    pub chat: Chat,
     pub sessions: Sessions,
     pub last_applied: LogIndex,
 }
@@ -133,6 +144,7 @@ impl State {
             Command::Noop => Response::Noop,
             Command::Kv(cmd) => Response::Kv(self.kv.apply(index, cmd)),
             Command::Jobs(cmd) => Response::Jobs(self.jobs.apply(index, cmd)),
+            Command::Chat(cmd) => Response::Chat(self.chat.apply(index, cmd)),
         };
         if let Some(tag) = request.client {
             self.sessions.record(tag, index, response.clone());
@@ -145,6 +157,7 @@ impl State {
     pub fn validate(&self) -> Result<(), String> {
         self.kv.validate()?;
         self.jobs.validate()?;
+        self.chat.validate()?;
         self.sessions.validate()
     }
 

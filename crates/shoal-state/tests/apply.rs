@@ -3,7 +3,8 @@
 
 use proptest::prelude::*;
 use shoal_state::{
-    ClientTag, Command, KvCommand, KvError, KvResponse, LogIndex, Request, Response, State,
+    ChatCommand, ClientTag, Command, KvCommand, KvError, KvResponse, LogIndex, Request, Response,
+    State,
     kv::{KEY_BYTES_MAX, VALUE_BYTES_MAX},
     session::RESPONSES_PER_CLIENT,
 };
@@ -283,6 +284,22 @@ fn contents(s: &State) -> Vec<(String, Vec<u8>, u64, u64, u64)> {
         .collect()
 }
 
+/// Every room's members and messages, without log positions.
+fn chat_contents(s: &State) -> Vec<(String, Vec<String>, Vec<(u64, String, String)>)> {
+    s.chat
+        .rooms()
+        .map(|(name, r)| {
+            (
+                name.clone(),
+                r.members.iter().cloned().collect(),
+                r.messages_from(0, usize::MAX)
+                    .map(|m| (m.seq, m.user.clone(), m.text.clone()))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 fn arb_command() -> impl Strategy<Value = Command> {
     let key = prop::sample::select(vec!["a", "b", "c", "cfg/x", "cfg/y", ""]);
     let value = prop::collection::vec(any::<u8>(), 0..8);
@@ -299,6 +316,37 @@ fn arb_command() -> impl Strategy<Value = Command> {
             expected_revision: r
         })),
         Just(Command::Noop),
+        arb_chat(),
+    ]
+}
+
+/// Chat commands over a few rooms, users and client ids, some of them invalid.
+fn arb_chat() -> impl Strategy<Value = Command> {
+    let room = prop::sample::select(vec!["r1", "r2", "bad room"]);
+    let user = prop::sample::select(vec!["ann", "bob"]);
+    let id = prop::sample::select(vec!["", "m1", "m2", "m3"]);
+    let text = prop::sample::select(vec!["hi", "", "yo"]);
+    prop_oneof![
+        room.clone()
+            .prop_map(|r| Command::Chat(ChatCommand::CreateRoom { room: r.into() })),
+        (room.clone(), user.clone()).prop_map(|(r, u)| Command::Chat(ChatCommand::Join {
+            room: r.into(),
+            user: u.into()
+        })),
+        (room.clone(), user.clone()).prop_map(|(r, u)| Command::Chat(ChatCommand::Leave {
+            room: r.into(),
+            user: u.into()
+        })),
+        (room, user, text, id, 0u64..5).prop_map(|(r, u, t, i, l)| Command::Chat(
+            ChatCommand::Post {
+                room: r.into(),
+                user: u.into(),
+                text: t.into(),
+                client_msg_id: i.into(),
+                lamport: l,
+                ts_ms: 7,
+            }
+        )),
     ]
 }
 
@@ -355,5 +403,6 @@ proptest! {
         // Same contents and revisions; only the log positions differ.
         prop_assert_eq!(contents(&once), contents(&twice));
         prop_assert_eq!(once.kv.revision(), twice.kv.revision());
+        prop_assert_eq!(chat_contents(&once), chat_contents(&twice));
     }
 }
