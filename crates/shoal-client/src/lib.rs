@@ -1,12 +1,13 @@
 //! Rust client library for shoal.
 //!
 //! The admin HTTP API of one node ([`AdminClient`]), the replicated KV store and jobs
-//! with failover across managers ([`KvClient`], [`JobsClient`]), the status table that `shoal status` and
+//! with failover across managers ([`KvClient`], [`JobsClient`], [`ChatClient`]), the status table that `shoal status` and
 //! `shoal dev` print ([`render`]), and the circuit breaker every outgoing peer client
 //! uses ([`breaker`]).
 
 pub mod admin;
 pub mod breaker;
+pub mod chat;
 pub mod jobs;
 pub mod kv;
 pub mod render;
@@ -14,6 +15,7 @@ pub mod servers;
 
 pub use admin::{AdminClient, ClientError};
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Refused};
+pub use chat::ChatClient;
 pub use jobs::JobsClient;
 pub use kv::{KvClient, KvClientError, KvOptions};
 pub use servers::{CallError, CallOptions};

@@ -31,9 +31,10 @@ pub fn format_uptime(s: f64) -> String {
 pub fn status_table(doc: &StatusDoc) -> String {
     let threshold = doc.gossip.as_ref().map_or(8.0, |g| g.phi_threshold);
     let headers = [
-        "ID", "ROLE", "DC", "STATE", "LEADER", "LOAD", "UPTIME", "PHI", "ADDR",
+        "ID", "ROLE", "DC", "STATE", "LEADER", "LOAD", "CLIENTS", "MESSAGES", "UPTIME", "PHI",
+        "ADDR",
     ];
-    let rows: Vec<[String; 9]> = doc
+    let rows: Vec<[String; 11]> = doc
         .members
         .iter()
         .map(|m| {
@@ -58,6 +59,10 @@ pub fn status_table(doc: &StatusDoc) -> String {
                 // Workers: cores in use of cores offered.
                 m.used_cores
                     .map_or_else(|| "-".into(), |u| format!("{u}/{}", m.cores)),
+                // Managers: chat clients subscribed through it, messages stored.
+                m.chat_clients.map_or_else(|| "-".into(), |c| c.to_string()),
+                m.chat_messages
+                    .map_or_else(|| "-".into(), |c| c.to_string()),
                 m.uptime_s.map(format_uptime).unwrap_or_else(|| "-".into()),
                 phi,
                 m.addr.clone(),
@@ -127,6 +132,8 @@ mod tests {
             lifecycle: None,
             cores: 0,
             used_cores: None,
+            chat_clients: None,
+            chat_messages: None,
             version: None,
             is_self: id == "m1",
         }
@@ -147,6 +154,7 @@ mod tests {
             raft: None,
             gossip: None,
             jobs: None,
+            chat: None,
         }
     }
 
@@ -171,14 +179,22 @@ mod tests {
         let mut w1 = row("w1", MemberState::Failed);
         w1.cores = 4;
         w1.used_cores = Some(3);
-        let t = status_table(&doc(vec![row("m1", MemberState::Alive), w1]));
+        let mut m1 = row("m1", MemberState::Alive);
+        m1.role = "manager".into();
+        m1.chat_clients = Some(2);
+        m1.chat_messages = Some(15);
+        m1.leader = Some("m1".into());
+        let t = status_table(&doc(vec![m1, w1]));
         let mut lines = t.lines();
         assert_eq!(
             lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
             [
-                "ID", "ROLE", "DC", "STATE", "LEADER", "LOAD", "UPTIME", "PHI", "ADDR"
+                "ID", "ROLE", "DC", "STATE", "LEADER", "LOAD", "CLIENTS", "MESSAGES", "UPTIME",
+                "PHI", "ADDR"
             ]
         );
+        let manager: Vec<&str> = t.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(manager[6..8], ["2", "15"], "a manager's chat columns: {t}");
         assert!(t.contains(" 3/4 "), "a worker's load: {t}");
         assert!(t.contains("m1*"), "the answering node is marked");
         assert!(t.contains("1m15s"));

@@ -98,6 +98,26 @@ impl<C: Clone> Servers<C> {
             .join(",")
     }
 
+    /// How many servers there are.
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
+    /// Server `i` (modulo the count): its address and client.
+    pub fn server(&self, i: usize) -> (&str, C) {
+        let (addr, c) = &self.servers[i % self.servers.len()];
+        (addr, c.clone())
+    }
+
+    /// The server that answered last.
+    pub fn preferred(&self) -> usize {
+        *self.preferred.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn options(&self) -> CallOptions {
         self.options
     }

@@ -829,6 +829,8 @@ impl MembershipCore {
             leader_term: meta.map_or(0, |m| m.leader_term),
             cores: meta.map_or(0, |m| m.cores),
             load_permille: meta.map_or(0, |m| m.load_permille),
+            chat_clients: meta.map_or(0, |m| m.chat_clients),
+            chat_messages: meta.map_or(0, |m| m.chat_messages),
             is_self: false,
         })
     }
@@ -856,6 +858,8 @@ impl MembershipCore {
             leader_term: m.leader_term,
             cores: m.cores,
             load_permille: m.load_permille,
+            chat_clients: m.chat_clients,
+            chat_messages: m.chat_messages,
             is_self: true,
         }
     }
@@ -954,6 +958,8 @@ mod tests {
             build: "0.1.0".into(),
             cores: 1,
             load_permille: 0,
+            chat_clients: 0,
+            chat_messages: 0,
             leader_hint: None,
             leader_term: 0,
             started_unix_ms: 0,

@@ -145,6 +145,8 @@ mod tests {
             build: "0.1.0".into(),
             cores: 8,
             load_permille: 250,
+            chat_clients: 0,
+            chat_messages: 0,
             leader_hint: Some("m2".into()),
             leader_term: 3,
             started_unix_ms: 1_700_000_000_000,

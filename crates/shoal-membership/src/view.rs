@@ -29,6 +29,8 @@ pub struct MemberInfo {
     pub cores: u32,
     /// Share of its cores in use, in ‰ (workers publish it).
     pub load_permille: u32,
+    pub chat_clients: u32,
+    pub chat_messages: u64,
     pub is_self: bool,
 }
 

@@ -26,6 +26,8 @@ fn start(net: &MemNetwork, i: u8, seeds: Vec<SocketAddr>) -> MembershipHandle {
         build: "test".into(),
         cores: 2,
         load_permille: 0,
+        chat_clients: 0,
+        chat_messages: 0,
         leader_hint: None,
         leader_term: 0,
         started_unix_ms: 0,

@@ -44,6 +44,8 @@ pub struct AppState {
     pub raft: Option<Consensus>,
     pub dc: String,
     pub jobs: JobsView,
+    /// Managers: the `chat` status section.
+    pub chat: Option<std::sync::Arc<crate::chat::ChatHub>>,
 }
 
 /// Where the `jobs` status section comes from.
@@ -115,6 +117,7 @@ async fn status(State(s): State<AppState>) -> Response {
     let mut doc = status_doc(&snap, unix_ms());
     doc.raft = s.raft.as_ref().map(|c| c.quorum_doc(&snap));
     doc.jobs = s.jobs.section();
+    doc.chat = s.chat.as_ref().map(|c| c.status_section());
     Json(doc).into_response()
 }
 

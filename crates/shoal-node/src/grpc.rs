@@ -8,6 +8,7 @@ use std::pin::Pin;
 
 use futures_util::Stream;
 use shoal_membership::{MemberInfo, MembershipEvent as Event, MembershipHandle};
+use shoal_proto::v1::chat_server::ChatServer;
 use shoal_proto::v1::jobs_server::JobsServer;
 use shoal_proto::v1::kv_server::KvServer;
 use shoal_proto::v1::raft_server::RaftServer;
@@ -44,12 +45,17 @@ pub fn routes(membership: MembershipHandle, role: RoleServices) -> axum::Router 
                 replica,
                 identity,
                 jobs,
+                chat,
             } = *m;
             let raft = shoal_raft::group::grpc::service(replica.group.clone(), identity);
             let kv = crate::kv::service(replica);
             router
                 .route_service(&service_path::<RaftServer<RaftService>>(), raft)
                 .route_service(&service_path::<KvServer<crate::kv::KvService>>(), kv)
+                .route_service(
+                    &service_path::<ChatServer<crate::chat::ChatService>>(),
+                    crate::chat::service(chat),
+                )
                 .route_service(
                     &service_path::<JobsServer<jobs::service::JobsService>>(),
                     jobs::service::jobs_service(jobs.clone()),
@@ -87,6 +93,7 @@ pub struct ManagerServices {
     pub replica: Replica,
     pub identity: Identity,
     pub jobs: std::sync::Arc<jobs::service::JobsManager>,
+    pub chat: std::sync::Arc<crate::chat::ChatHub>,
 }
 
 /// What a gate serves with.
@@ -98,7 +105,7 @@ pub struct GateServices {
 
 /// The gRPC services a node serves beyond `Cluster`, by role.
 pub enum RoleServices {
-    /// Raft, KV, Jobs and the workers' reports.
+    /// Raft, KV, Jobs, the workers' reports and Chat.
     Manager(Box<ManagerServices>),
     /// Raft among the gates, and Jobs across datacenters.
     Gate(Box<GateServices>),

@@ -57,7 +57,28 @@ pub fn group_status(e: GroupError) -> Status {
     }
 }
 
-fn tag(t: Option<WriteTag>) -> Result<Option<ClientTag>, Status> {
+/// Commits a command through the group (a follower forwards it) and returns what the
+/// state machine answered; a tag older than the cluster remembers is FAILED_PRECONDITION.
+pub(crate) async fn commit(
+    replica: &Replica,
+    client: Option<ClientTag>,
+    command: Command,
+) -> Result<Applied, Status> {
+    let applied = replica
+        .write(SmRequest { client, command })
+        .await
+        .map_err(group_status)?;
+    if let SmResponse::SessionExpired { client_id, seq } = &applied.response {
+        return Err(Status::failed_precondition(format!(
+            "tag: write {seq} of client {client_id} is older than the {} most recent this cluster remembers; its outcome is no longer known",
+            shoal_state::session::RESPONSES_PER_CLIENT
+        )));
+    }
+    Ok(applied)
+}
+
+/// Checks a client's write tag.
+pub(crate) fn tag(t: Option<WriteTag>) -> Result<Option<ClientTag>, Status> {
     match t {
         None => Ok(None),
         Some(WriteTag { client_id: 0, .. }) => Err(Status::invalid_argument(
@@ -70,7 +91,7 @@ fn tag(t: Option<WriteTag>) -> Result<Option<ClientTag>, Status> {
     }
 }
 
-fn fence(a: &Applied) -> Option<Fence> {
+pub(crate) fn fence(a: &Applied) -> Option<Fence> {
     Some(Fence {
         term: a.term,
         index: a.index.0,
@@ -95,24 +116,11 @@ impl KvService {
         cmd: KvCommand,
     ) -> Result<(Applied, Result<KvResponse, KvError>), Status> {
         cmd.validate().map_err(invalid)?;
-        let applied = self
-            .replica
-            .write(SmRequest {
-                client,
-                command: Command::Kv(cmd),
-            })
-            .await
-            .map_err(group_status)?;
+        let applied = commit(&self.replica, client, Command::Kv(cmd)).await?;
         match &applied.response {
             SmResponse::Kv(r) => {
                 let r = r.clone();
                 Ok((applied, r))
-            }
-            SmResponse::SessionExpired { client_id, seq } => {
-                Err(Status::failed_precondition(format!(
-                    "tag: write {seq} of client {client_id} is older than the {} most recent this cluster remembers; its outcome is no longer known",
-                    shoal_state::session::RESPONSES_PER_CLIENT
-                )))
             }
             other => Err(Status::internal(format!("unexpected response {other}"))),
         }

@@ -11,6 +11,7 @@
 //! [`dev`] supervises a local cluster of child processes (`shoal dev`).
 
 pub mod admin;
+pub mod chat;
 pub mod consensus;
 pub mod dev;
 pub mod grpc;

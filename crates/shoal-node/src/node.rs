@@ -131,6 +131,8 @@ impl Node {
             build: VERSION.into(),
             cores: config.cores,
             load_permille: 0,
+            chat_clients: 0,
+            chat_messages: 0,
             leader_hint: None,
             leader_term: 0,
             started_unix_ms: started,
@@ -183,10 +185,13 @@ impl Node {
                     config.cluster_id.clone(),
                 );
                 tokio::spawn(crate::jobs::leader::run(jobs.clone()));
+                let chat = crate::chat::ChatHub::new(c.replica.clone());
+                tokio::spawn(chat.clone().publish(membership.clone()));
                 grpc::RoleServices::Manager(Box::new(grpc::ManagerServices {
                     replica: c.replica,
                     identity: consensus::identity(&config),
                     jobs,
+                    chat,
                 }))
             }
             (None, shoal_types::Role::Worker) => {
@@ -209,6 +214,10 @@ impl Node {
                 grpc::RoleServices::Manager(m) => admin::JobsView::Manager(m.jobs.clone()),
                 grpc::RoleServices::Worker(w) => admin::JobsView::Worker(w.clone()),
                 grpc::RoleServices::Gate(_) | grpc::RoleServices::None => admin::JobsView::None,
+            },
+            chat: match &services {
+                grpc::RoleServices::Manager(m) => Some(m.chat.clone()),
+                _ => None,
             },
         };
         let app = admin::router(state).merge(grpc::routes(membership.clone(), services));

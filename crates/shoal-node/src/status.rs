@@ -19,6 +19,7 @@ pub fn unix_ms() -> u64 {
 }
 
 pub fn member_row(m: &MemberInfo, now_ms: u64) -> MemberRow {
+    let alive = matches!(m.state, MemberState::Alive | MemberState::Suspect);
     MemberRow {
         id: m.id.clone(),
         role: m.role.map(|r| r.to_string()).unwrap_or_default(),
@@ -43,6 +44,8 @@ pub fn member_row(m: &MemberInfo, now_ms: u64) -> MemberRow {
             && m.cores > 0
             && matches!(m.state, MemberState::Alive | MemberState::Suspect))
         .then(|| (m.load_permille * m.cores + 500) / 1000),
+        chat_clients: (m.role == Some(Role::Manager) && alive).then_some(m.chat_clients),
+        chat_messages: (m.role == Some(Role::Manager) && alive).then_some(m.chat_messages),
         version: m.version.clone(),
         is_self: m.is_self,
     }
@@ -98,6 +101,7 @@ pub fn status_doc(snap: &Snapshot, now_ms: u64) -> StatusDoc {
         members,
         raft: None,
         jobs: None,
+        chat: None,
         gossip: Some(GossipSection {
             awareness: snap.awareness,
             phi_threshold: snap.phi_threshold,

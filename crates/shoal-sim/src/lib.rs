@@ -137,6 +137,8 @@ impl SimCluster {
             build: shoal_types::VERSION.into(),
             cores: 1,
             load_permille: 0,
+            chat_clients: 0,
+            chat_messages: 0,
             leader_hint: None,
             leader_term: 0,
             started_unix_ms: self.now.as_millis() as u64,

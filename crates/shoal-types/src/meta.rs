@@ -80,6 +80,12 @@ pub struct NodeMeta {
     pub cores: u32,
     /// Load in per-mille of capacity, 0 when not reported.
     pub load_permille: u32,
+    /// Chat clients subscribed through this node now (managers).
+    #[serde(default)]
+    pub chat_clients: u32,
+    /// Chat messages stored in the cluster as this node has applied them (managers).
+    #[serde(default)]
+    pub chat_messages: u64,
     /// The leader this node believes in, if any (managers publish it).
     pub leader_hint: Option<String>,
     /// That leader's term (0: none): a fence on the hint, the highest term wins.

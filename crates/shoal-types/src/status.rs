@@ -42,6 +42,12 @@ pub struct MemberRow {
     /// Cores in use (workers; from their gossip metadata).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used_cores: Option<u32>,
+    /// Chat clients subscribed through it (managers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_clients: Option<u32>,
+    /// Chat messages stored, as it has applied them (managers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_messages: Option<u64>,
     #[serde(default)]
     pub version: Option<String>,
     /// This row is the answering node.
@@ -72,4 +78,6 @@ pub struct StatusDoc {
     pub gossip: Option<GossipSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<serde_json::Value>,
 }
