@@ -41,6 +41,8 @@ enum Command {
     Submit(cmd::jobs::SubmitArgs),
     /// Jobs: ls, show, cancel, logs.
     Jobs(cmd::jobs::JobsArgs),
+    /// Chat rooms: `shoal chat --room R --user U` to chat; rooms, send, history.
+    Chat(cmd::chat::ChatArgs),
     /// The managers' Raft group: list voters and quorum, add or remove a manager.
     Managers(cmd::managers::ManagersArgs),
     /// Print a new random cluster key (64 hex characters) for --cluster-key.
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
             Command::Submit(args) => cmd::jobs::submit(args).await,
             Command::Jobs(args) => cmd::jobs::run(args).await,
             Command::Managers(args) => cmd::managers::run(args).await,
+            Command::Chat(args) => cmd::chat::run(args).await,
             Command::Keygen => {
                 println!("{}", cmd::new_key());
                 ExitCode::SUCCESS

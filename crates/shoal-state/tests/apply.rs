@@ -284,8 +284,11 @@ fn contents(s: &State) -> Vec<(String, Vec<u8>, u64, u64, u64)> {
         .collect()
 }
 
+/// A room's name, members and (seq, user, text) of its messages.
+type RoomContents = (String, Vec<String>, Vec<(u64, String, String)>);
+
 /// Every room's members and messages, without log positions.
-fn chat_contents(s: &State) -> Vec<(String, Vec<String>, Vec<(u64, String, String)>)> {
+fn chat_contents(s: &State) -> Vec<RoomContents> {
     s.chat
         .rooms()
         .map(|(name, r)| {

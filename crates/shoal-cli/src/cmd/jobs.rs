@@ -11,25 +11,15 @@ use std::{
 };
 
 use clap::{Args, Subcommand};
+
+use super::{ServerArgs, fail};
 use shoal_client::{
-    CallError, CallOptions, JobsClient,
+    CallError, JobsClient,
     jobs::{is_finished, job_json},
-    kv::{DEV_SERVERS, parse_servers},
 };
 use shoal_proto::v1::Job;
 use shoal_state::jobspec::Format;
 use tokio_stream::StreamExt as _;
-
-/// Where to send job calls, and for how long to try.
-#[derive(Args, Debug, Clone)]
-pub struct ServerArgs {
-    /// Managers to talk to, comma-separated HOST:PORT (any of them).
-    #[arg(long, env = "SHOAL_SERVERS", default_value = DEV_SERVERS, global = true)]
-    servers: String,
-    /// Give up a call after this many seconds (across retries and servers).
-    #[arg(long, value_name = "SECS", default_value_t = 15.0, global = true)]
-    timeout: f64,
-}
 
 #[derive(Args, Debug)]
 pub struct SubmitArgs {
@@ -83,26 +73,8 @@ enum JobsCommand {
     },
 }
 
-fn fail(e: &CallError) -> ExitCode {
-    eprintln!("error: {e}");
-    match e {
-        CallError::Rejected(_) | CallError::BadServers(_) => ExitCode::from(2),
-        CallError::Unavailable { .. } => ExitCode::FAILURE,
-    }
-}
-
 fn client(args: &ServerArgs) -> Result<JobsClient, ExitCode> {
-    if !(args.timeout.is_finite() && (0.1..=3600.0).contains(&args.timeout)) {
-        eprintln!("invalid --timeout: SECS must be between 0.1 and 3600");
-        return Err(ExitCode::from(2));
-    }
-    let servers = parse_servers(&args.servers).map_err(|e| fail(&e))?;
-    let deadline = Duration::from_secs_f64(args.timeout);
-    let options = CallOptions {
-        attempt_timeout: CallOptions::default().attempt_timeout.min(deadline),
-        deadline,
-        ..CallOptions::default()
-    };
+    let (servers, options) = args.parse()?;
     JobsClient::new(&servers, options).map_err(|e| fail(&e))
 }
 

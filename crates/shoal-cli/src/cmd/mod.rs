@@ -1,5 +1,6 @@
 //! The subcommands. Each parses its flags and calls into the library crates.
 
+pub mod chat;
 pub mod dev;
 pub mod jobs;
 pub mod kv;
@@ -7,8 +8,53 @@ pub mod managers;
 pub mod node;
 pub mod status;
 
+use std::{process::ExitCode, time::Duration};
+
+use clap::Args;
 use rand::Rng;
+use shoal_client::{
+    CallError, CallOptions,
+    kv::{DEV_SERVERS, parse_servers},
+};
 use shoal_types::config::format_hex_key;
+
+/// Where to send calls, and for how long to try (jobs and chat commands).
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Managers to talk to, comma-separated HOST:PORT (any of them).
+    #[arg(long, env = "SHOAL_SERVERS", default_value = DEV_SERVERS, global = true)]
+    servers: String,
+    /// Give up a call after this many seconds (across retries and servers).
+    #[arg(long, value_name = "SECS", default_value_t = 15.0, global = true)]
+    timeout: f64,
+}
+
+impl ServerArgs {
+    /// The server list and call options, or the exit code after saying what is wrong.
+    pub fn parse(&self) -> Result<(Vec<String>, CallOptions), ExitCode> {
+        if !(self.timeout.is_finite() && (0.1..=3600.0).contains(&self.timeout)) {
+            eprintln!("invalid --timeout: SECS must be between 0.1 and 3600");
+            return Err(ExitCode::from(2));
+        }
+        let servers = parse_servers(&self.servers).map_err(|e| fail(&e))?;
+        let deadline = Duration::from_secs_f64(self.timeout);
+        let options = CallOptions {
+            attempt_timeout: CallOptions::default().attempt_timeout.min(deadline),
+            deadline,
+            ..CallOptions::default()
+        };
+        Ok((servers, options))
+    }
+}
+
+/// Prints a failed call; exit 2 if it was refused as invalid, 1 otherwise.
+pub fn fail(e: &CallError) -> ExitCode {
+    eprintln!("error: {e}");
+    match e {
+        CallError::Rejected(_) | CallError::BadServers(_) => ExitCode::from(2),
+        CallError::Unavailable { .. } => ExitCode::FAILURE,
+    }
+}
 
 /// Logs go to stderr; `RUST_LOG` filters them (default `info` for shoal's crates).
 pub fn init_tracing() {
