@@ -31,7 +31,7 @@ use shoal_proto::v1::{
     chat_event::Event,
     chat_server::{Chat, ChatServer},
 };
-use shoal_raft::group::{Applied, Replica};
+use shoal_raft::group::{Applied, RaftGroup, Replica};
 use shoal_state::{
     ChatCommand, ChatError, ChatResponse, Command, Response as SmResponse, State,
     chat::{self, Message, Room},
@@ -167,14 +167,14 @@ fn room_or_404<'a>(s: &'a State, room: &str) -> Result<&'a Room, Status> {
 }
 
 /// Messages of `room` from `from` on (at most `limit`) and the room's next seq, from the
-/// replica's applied state.
+/// group's applied state.
 pub fn read_from(
-    replica: &Replica,
+    group: &RaftGroup,
     room: &str,
     from: u64,
     limit: usize,
 ) -> Result<(Vec<ChatMessage>, u64, u64), Status> {
-    replica.group.read(|s| {
+    group.read(|s| {
         let r = room_or_404(s, room)?;
         let messages = r
             .messages_from(from, limit)
@@ -248,6 +248,68 @@ impl ChatService {
             changed,
             members: self.members_after(&applied, &r.room).await,
         }))
+    }
+}
+
+/// Sends `room`'s messages from `from` on (0 or 1: the first), in seq order, as `group`
+/// applies them, and a heartbeat whenever nothing was sent for [`HEARTBEAT_EVERY`].
+/// Returns when the receiver is gone, or after sending the error if the room cannot be
+/// read. What a subscription runs; the simulation runs it too.
+pub async fn follow(
+    group: RaftGroup,
+    room: String,
+    from: u64,
+    tx: tokio::sync::mpsc::Sender<Result<ChatEvent, Status>>,
+) {
+    let mut next = from.max(1);
+    let mut last_sent = tokio::time::Instant::now();
+    loop {
+        let applied = group.applied_index();
+        let (batch, room_next, _) = match read_from(&group, &room, next, SUBSCRIBE_BATCH) {
+            Ok(b) => b,
+            Err(s) => {
+                let _ = tx.send(Err(s)).await;
+                return;
+            }
+        };
+        let idle = batch.is_empty();
+        for m in batch {
+            next = m.seq + 1;
+            let event = ChatEvent {
+                event: Some(Event::Message(m)),
+            };
+            if tx.send(Ok(event)).await.is_err() {
+                return;
+            }
+            last_sent = tokio::time::Instant::now();
+        }
+        if !idle {
+            continue;
+        }
+        // Caught up: wait for the next applied entry (of any room). Say we are alive
+        // when nothing was sent for a while, however busy other rooms are.
+        let waited = tokio::time::Instant::now();
+        if group
+            .await_applied(applied + 1, HEARTBEAT_EVERY)
+            .await
+            .is_err()
+        {
+            // A timeout, or a group shutting down that answers at once: never spin.
+            tokio::time::sleep_until(waited + HEARTBEAT_EVERY).await;
+        }
+        if last_sent.elapsed() >= HEARTBEAT_EVERY {
+            let beat = ChatHeartbeat {
+                leader_known: group.leader().is_some(),
+                next_seq: room_next,
+            };
+            let event = ChatEvent {
+                event: Some(Event::Heartbeat(beat)),
+            };
+            if tx.send(Ok(event)).await.is_err() {
+                return;
+            }
+            last_sent = tokio::time::Instant::now();
+        }
     }
 }
 
@@ -343,7 +405,7 @@ impl Chat for ChatService {
         };
         self.read_point(r.stale).await?;
         let (messages, next_seq, first_seq) =
-            read_from(&self.hub.replica, &r.room, r.from_seq, limit)?;
+            read_from(&self.hub.replica.group, &r.room, r.from_seq, limit)?;
         Ok(Response::new(HistoryResponse {
             messages,
             next_seq,
@@ -363,61 +425,14 @@ impl Chat for ChatService {
         // A room created a moment ago may not be applied here yet.
         if replica.group.read(|s| s.chat.room(&r.room).is_none()) {
             replica.linearize().await.map_err(group_status)?;
-            read_from(&replica, &r.room, 0, 0)?;
+            read_from(&replica.group, &r.room, 0, 0)?;
         }
         let (tx, rx) = tokio::sync::mpsc::channel(SUBSCRIBE_BATCH);
         let guard = Subscribed::new(self.hub.clone());
+        let group = replica.group.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            let mut next = r.from_seq.max(1);
-            let mut last_sent = tokio::time::Instant::now();
-            loop {
-                let applied = replica.group.applied_index();
-                let (batch, room_next, _) =
-                    match read_from(&replica, &r.room, next, SUBSCRIBE_BATCH) {
-                        Ok(b) => b,
-                        Err(s) => {
-                            let _ = tx.send(Err(s)).await;
-                            return;
-                        }
-                    };
-                let idle = batch.is_empty();
-                for m in batch {
-                    next = m.seq + 1;
-                    let event = ChatEvent {
-                        event: Some(Event::Message(m)),
-                    };
-                    if tx.send(Ok(event)).await.is_err() {
-                        return;
-                    }
-                    last_sent = tokio::time::Instant::now();
-                }
-                if !idle {
-                    continue;
-                }
-                // Caught up: wait for the next applied entry (of any room). Say we are
-                // alive when nothing was sent for a while, however busy other rooms are.
-                let _ = replica
-                    .group
-                    .await_applied(applied + 1, HEARTBEAT_EVERY)
-                    .await;
-                if last_sent.elapsed() >= HEARTBEAT_EVERY {
-                    let beat = ChatHeartbeat {
-                        leader_known: replica.group.leader().is_some(),
-                        next_seq: room_next,
-                    };
-                    if tx
-                        .send(Ok(ChatEvent {
-                            event: Some(Event::Heartbeat(beat)),
-                        }))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    last_sent = tokio::time::Instant::now();
-                }
-            }
+            follow(group, r.room, r.from_seq, tx).await;
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
