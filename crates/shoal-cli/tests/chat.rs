@@ -6,6 +6,8 @@
 //! - The interactive client, driven through a pseudo-terminal: after the server it is
 //!   connected to is killed it says so in one line, shows what was posted meanwhile,
 //!   sends what was typed meanwhile exactly once, and keeps working.
+//! - Status: the `chat` section of the manager serving the client, and its CLIENTS and
+//!   MESSAGES as another manager learns them by gossip.
 //! - The CLI's refusals: bad names, empty and oversized text, unknown rooms — each
 //!   names the rule, and nothing is stored.
 
@@ -218,6 +220,19 @@ fn the_interactive_client_keeps_working_after_its_server_is_killed() {
     pty.wait_for("the client entered the room", "you are in #lobby as ann");
     pty.type_line("before the kill");
     pty.wait_for("its own line shown", "ann: before the kill");
+    // Status: m1 serves one chat client; gossip tells the others (CLIENTS, MESSAGES).
+    wait_for("m1's chat section counts the client", LONG, || {
+        status(&nodes[0])
+            .and_then(|d| d.chat)
+            .is_some_and(|c| c["clients"] == 1 && c["messages"] == 1 && c["rooms"] == 1)
+    });
+    wait_for("m2 sees m1's CLIENTS and MESSAGES", LONG, || {
+        status(&nodes[1]).is_some_and(|d| {
+            d.members
+                .iter()
+                .any(|m| m.id == "m1" && m.chat_clients == Some(1) && m.chat_messages == Some(1))
+        })
+    });
 
     nodes[0].kill9();
     // Typed while its server is gone; and posted elsewhere meanwhile.
