@@ -38,7 +38,7 @@ use shoal_state::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::kv::{commit, fence, group_status, tag};
+use crate::kv::{commit, fence, group_status, page_limit, read_point, tag};
 
 /// Messages one `History` call returns at most (a limit of 0 means this).
 pub const HISTORY_LIMIT_MAX: usize = 1000;
@@ -201,13 +201,6 @@ impl ChatService {
         }
     }
 
-    async fn read_point(&self, stale: bool) -> Result<(), Status> {
-        if stale {
-            return Ok(());
-        }
-        self.hub.replica.linearize().await.map_err(group_status)
-    }
-
     /// The members of `room` once this replica has applied `applied` (a forwarded write
     /// may be applied here a moment after the leader answered).
     async fn members_after(&self, applied: &Applied, room: &str) -> Vec<String> {
@@ -335,7 +328,7 @@ impl Chat for ChatService {
         &self,
         r: Request<ListRoomsRequest>,
     ) -> Result<Response<ListRoomsResponse>, Status> {
-        self.read_point(r.get_ref().stale).await?;
+        read_point(&self.hub.replica, r.get_ref().stale).await?;
         let rooms = self.hub.replica.group.read(|s| {
             s.chat
                 .rooms()
@@ -392,18 +385,8 @@ impl Chat for ChatService {
     ) -> Result<Response<HistoryResponse>, Status> {
         let r = r.into_inner();
         chat::validate_name("room", &r.room).map_err(chat_status)?;
-        if r.limit as usize > HISTORY_LIMIT_MAX {
-            return Err(Status::invalid_argument(format!(
-                "limit: {}, the most is {HISTORY_LIMIT_MAX} (0 means {HISTORY_LIMIT_MAX})",
-                r.limit
-            )));
-        }
-        let limit = if r.limit == 0 {
-            HISTORY_LIMIT_MAX
-        } else {
-            r.limit as usize
-        };
-        self.read_point(r.stale).await?;
+        let limit = page_limit(r.limit, HISTORY_LIMIT_MAX)?;
+        read_point(&self.hub.replica, r.stale).await?;
         let (messages, next_seq, first_seq) =
             read_from(&self.hub.replica.group, &r.room, r.from_seq, limit)?;
         Ok(Response::new(HistoryResponse {

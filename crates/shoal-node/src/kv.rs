@@ -77,6 +77,26 @@ pub(crate) async fn commit(
     Ok(applied)
 }
 
+/// Before a read: a read index from the leader, unless the caller asked for a stale
+/// read of this replica's applied state.
+pub(crate) async fn read_point(replica: &Replica, stale: bool) -> Result<(), Status> {
+    if stale {
+        return Ok(());
+    }
+    replica.linearize().await.map_err(group_status)
+}
+
+/// A page size from a request: 0 means `max`; above `max` is refused.
+pub(crate) fn page_limit(limit: u32, max: usize) -> Result<usize, Status> {
+    match limit as usize {
+        0 => Ok(max),
+        n if n > max => Err(Status::invalid_argument(format!(
+            "limit: {n}, the most is {max} (0 means {max})"
+        ))),
+        n => Ok(n),
+    }
+}
+
 /// Checks a client's write tag.
 pub(crate) fn tag(t: Option<WriteTag>) -> Result<Option<ClientTag>, Status> {
     match t {
@@ -127,10 +147,7 @@ impl KvService {
     }
 
     async fn read_point(&self, stale: bool) -> Result<(), Status> {
-        if stale {
-            return Ok(());
-        }
-        self.replica.linearize().await.map_err(group_status)
+        read_point(&self.replica, stale).await
     }
 }
 
@@ -194,17 +211,7 @@ impl Kv for KvService {
                 kv::KEY_BYTES_MAX
             )));
         }
-        if r.limit as usize > LIST_LIMIT_MAX {
-            return Err(Status::invalid_argument(format!(
-                "limit: {}, the most is {LIST_LIMIT_MAX} (0 means {LIST_LIMIT_MAX})",
-                r.limit
-            )));
-        }
-        let limit = if r.limit == 0 {
-            LIST_LIMIT_MAX
-        } else {
-            r.limit as usize
-        };
+        let limit = page_limit(r.limit, LIST_LIMIT_MAX)?;
         self.read_point(r.stale).await?;
         let (kvs, more, store_revision) = self.replica.group.read(|s| {
             let mut it = s.kv.list(&r.prefix);
@@ -246,5 +253,20 @@ impl Kv for KvService {
             revision,
             fence: fence(&applied),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_limits_default_cap_and_refuse_naming_the_field() {
+        assert_eq!(page_limit(0, 1000).unwrap(), 1000);
+        assert_eq!(page_limit(7, 1000).unwrap(), 7);
+        assert_eq!(page_limit(1000, 1000).unwrap(), 1000);
+        let e = page_limit(1001, 1000).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(e.message(), "limit: 1001, the most is 1000 (0 means 1000)");
     }
 }
