@@ -521,6 +521,14 @@ pub enum Event {
     },
 }
 
+/// One report in a [`JobCommand::Reports`] batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportItem {
+    pub instance: InstanceRef,
+    pub attempt: u32,
+    pub event: Event,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobCommand {
     /// A new job under `id` (idempotent: the same id and spec again changes nothing).
@@ -543,6 +551,14 @@ pub enum JobCommand {
         instance: InstanceRef,
         attempt: u32,
         event: Event,
+        now_ms: u64,
+    },
+    /// Many reports from one worker in one entry (how workers send results at rate:
+    /// one entry per batch, not per attempt). Each item counts exactly as the same
+    /// `Report` alone would.
+    Reports {
+        worker: String,
+        reports: Vec<ReportItem>,
         now_ms: u64,
     },
     /// The worker was declared failed (or no longer runs what it was given): its
@@ -576,6 +592,8 @@ pub enum JobResponse {
     /// the attempt is still the instance's current one on that worker afterwards (false:
     /// it finished, or was replaced — a worker still running it should stop).
     Reported { applied: bool, current: bool },
+    /// `Reported` for each item of a `Reports` batch, in order.
+    ReportedMany { results: Vec<(bool, bool)> },
     /// Attempts that were active and are not any more (the leader tells their workers
     /// to stop them).
     Stopped { stopped: Vec<(InstanceRef, String)> },
@@ -661,11 +679,19 @@ impl Jobs {
                 now_ms,
             } => {
                 let applied = self.report(worker, instance, *attempt, event, *now_ms);
+                if applied && let Some(job) = self.jobs.get_mut(&instance.job) {
+                    job.refresh(*now_ms);
+                }
                 Ok(JobResponse::Reported {
                     applied,
                     current: self.is_current(worker, instance, *attempt),
                 })
             }
+            JobCommand::Reports {
+                worker,
+                reports,
+                now_ms,
+            } => Ok(self.reports(worker, reports, *now_ms)),
             JobCommand::WorkerLost {
                 worker,
                 only,
@@ -878,8 +904,45 @@ impl Jobs {
                 }
             }
         }
-        job.refresh(now_ms);
         true
+    }
+
+    /// A batch of reports: each counts as alone; each touched job's workflow and job
+    /// states are recomputed once, after the batch.
+    /// An item whose job was finished by an earlier item in the same batch (a failed
+    /// workflow fails the job and cancels the rest) is stale, as it would be alone.
+    fn reports(&mut self, worker: &str, items: &[ReportItem], now_ms: u64) -> JobResponse {
+        let mut results = Vec::with_capacity(items.len());
+        let mut touched: BTreeSet<&str> = BTreeSet::new();
+        for item in items {
+            let terminal_event = matches!(
+                item.event,
+                Event::Finished {
+                    outcome: Outcome::Failed | Outcome::TimedOut,
+                    ..
+                }
+            );
+            let applied = self.report(worker, &item.instance, item.attempt, &item.event, now_ms);
+            if applied {
+                let id = item.instance.job.as_str();
+                touched.insert(id);
+                // A failure may end the job (no retries left): settle it now, so later
+                // items of this batch see what they would see alone.
+                if terminal_event && let Some(job) = self.jobs.get_mut(id) {
+                    job.refresh(now_ms);
+                }
+            }
+            results.push((
+                applied,
+                self.is_current(worker, &item.instance, item.attempt),
+            ));
+        }
+        for id in touched {
+            if let Some(job) = self.jobs.get_mut(id) {
+                job.refresh(now_ms);
+            }
+        }
+        JobResponse::ReportedMany { results }
     }
 
     fn worker_lost(
@@ -1104,6 +1167,11 @@ impl Job {
 
     /// Recomputes workflow and job states after instances changed.
     fn refresh(&mut self, now_ms: u64) {
+        if self.state.is_terminal() {
+            // Finished is final (recomputing would read its stopped workflows as
+            // merely queued).
+            return;
+        }
         let mut failed: Option<(String, RunState)> = None;
         for (w, run) in self.workflows.iter_mut().enumerate() {
             if run.state.is_terminal() {

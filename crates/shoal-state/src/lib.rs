@@ -75,6 +75,9 @@ impl std::fmt::Display for Request {
             Command::Jobs(JobCommand::Report {
                 instance, event, ..
             }) => write!(f, "report {instance} {event:?}"),
+            Command::Jobs(JobCommand::Reports {
+                worker, reports, ..
+            }) => write!(f, "{} reports from {worker}", reports.len()),
             Command::Jobs(JobCommand::WorkerLost { worker, .. }) => {
                 write!(f, "worker {worker} lost")
             }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use shoal_state::{
     Command, JobCommand, JobError, JobResponse, LogIndex, Request, Response, State,
-    jobs::{Event, InstanceRef, JobSpec, Outcome, Place, RunState, Work, WorkflowSpec},
+    jobs::{
+        Event, InstanceRef, JobSpec, Outcome, Place, ReportItem, RunState, Work, WorkflowSpec,
+    },
 };
 
 fn wf(name: &str, instances: u32) -> WorkflowSpec {
@@ -436,5 +438,78 @@ proptest! {
             let _ = again.apply(c.clone());
         }
         prop_assert_eq!(first.state, again.state);
+    }
+}
+
+fn report_item() -> impl Strategy<Value = ReportItem> {
+    let outcome = prop_oneof![
+        Just(Outcome::Succeeded),
+        Just(Outcome::Failed),
+        Just(Outcome::TimedOut),
+        Just(Outcome::Cancelled)
+    ];
+    let event = prop_oneof![
+        1 => Just(Event::Started),
+        1 => (0u64..10).prop_map(|d| Event::Progress { done: d, total: 10 }),
+        4 => outcome.prop_map(finished),
+    ];
+    ((0u32..2, 0u32..3).prop_map(|(w, i)| r("j", w, i)), 1u32..4, event).prop_map(
+        |(instance, attempt, event)| ReportItem {
+            instance,
+            attempt,
+            event,
+        },
+    )
+}
+
+proptest! {
+    /// A `Reports` batch is exactly its items applied one by one as `Report`s: the
+    /// same state afterwards and the same (applied, current) answer per item, whatever
+    /// came before (placements, failures, retries) and whatever the batch mixes
+    /// (duplicates, stale attempts, a failure that ends the job mid-batch).
+    #[test]
+    fn a_batch_of_reports_equals_its_reports_alone(
+        before in prop::collection::vec(command(), 0..40),
+        items in prop::collection::vec(report_item(), 0..12),
+    ) {
+        // `a` fails the job on its first failure (the case where a batch must settle
+        // the job mid-way); `b` retries once.
+        let a = wf("a", 3);
+        let mut b = wf("b", 3);
+        b.after = vec!["a".into()];
+        b.max_retries = 1;
+        let s = spec(vec![a, b]);
+        let mut batched = Ledger::new();
+        batched.submit("j", s.clone()).unwrap();
+        let mut alone = Ledger::new();
+        alone.submit("j", s).unwrap();
+        for c in &before {
+            let _ = batched.apply(c.clone());
+            let _ = alone.apply(c.clone());
+        }
+        let out = batched.apply(JobCommand::Reports {
+            worker: "w1".into(),
+            reports: items.clone(),
+            now_ms: 5,
+        });
+        let Ok(JobResponse::ReportedMany { results }) = out else {
+            return Err(TestCaseError::fail(format!("unexpected {out:?}")));
+        };
+        prop_assert_eq!(results.len(), items.len());
+        for (item, got) in items.iter().zip(&results) {
+            let one = alone.apply(JobCommand::Report {
+                worker: "w1".into(),
+                instance: item.instance.clone(),
+                attempt: item.attempt,
+                event: item.event.clone(),
+                now_ms: 5,
+            });
+            let Ok(JobResponse::Reported { applied, current }) = one else {
+                return Err(TestCaseError::fail(format!("unexpected {one:?}")));
+            };
+            prop_assert_eq!(*got, (applied, current));
+        }
+        // (`last_applied` differs: one entry against one per item.)
+        prop_assert_eq!(batched.state.jobs, alone.state.jobs);
     }
 }
