@@ -63,11 +63,12 @@ impl JobsView {
         match self {
             JobsView::Manager(m) => Some(m.status_section()),
             JobsView::Worker(w) => {
-                let (running, used, cores) = w.load();
+                let l = w.load();
                 Some(serde_json::json!({
-                    "running": running,
-                    "used_cores": used,
-                    "cores": cores,
+                    "running": l.running,
+                    "waiting": l.waiting,
+                    "used_cores": l.used_cores,
+                    "cores": l.cores,
                 }))
             }
             JobsView::None => None,

@@ -17,7 +17,16 @@
 //! to Raft as one entry before dispatching them. A demand that fits nowhere stays queued
 //! (backpressure) and later demands that do fit still go ahead of it.
 //!
-//! Invariants: a round never places more cores on a worker than it had free (a worker
+//! **Queue slots.** A worker's capacity is counted in slots: `slots_per_core` per core
+//! (1 by default: a slot is a core, and nothing waits on a worker). With more slots
+//! per core, a demand whose instances are known to be short says so with its `depth`
+//! (how many of its instances may wait per core it needs) and takes
+//! `cores × slots_per_core / depth` slots: short work is handed out several at a time
+//! and waits on the worker, which runs at most its cores at once, instead of waiting
+//! a round trip for each. A demand never goes to a worker with fewer cores than it
+//! needs, whatever its slots.
+//!
+//! Invariants: a round never places more slots on a worker than it had free (a worker
 //! that later advertises fewer cores than it has reserved just gets nothing new); every
 //! placement satisfies its demand's constraints and exclusions; each worker's books
 //! match its placements and the queue holds each demand once ([`Scheduler::validate`];
@@ -53,6 +62,9 @@ pub struct Demand {
     /// Workers not to use (e.g. the one a retried instance failed on).
     pub exclude: BTreeSet<String>,
     pub strategy: Strategy,
+    /// How many of these may wait per core on one worker (1: none waits; capped at the
+    /// scheduler's slots per core).
+    pub depth: u32,
 }
 
 /// A decision: this instance runs on this worker.
@@ -61,6 +73,8 @@ pub struct Placement {
     pub key: InstanceKey,
     pub worker: String,
     pub cores: u32,
+    /// Queue slots it holds on the worker (see the module docs).
+    pub slots: u32,
 }
 
 /// Why a demand can never be placed with the workers known now (reported at submit
@@ -107,8 +121,9 @@ pub struct Scheduler {
     /// The keys in `queue` (the duplicate check is O(1), not a scan: a job can queue
     /// 100,000 instances).
     queued_keys: std::collections::HashSet<InstanceKey>,
-    /// Placed and not yet released: key → (worker, cores).
-    placed: BTreeMap<InstanceKey, (String, u32)>,
+    /// Placed and not yet released: key → (worker, cores, slots).
+    placed: BTreeMap<InstanceKey, (String, u32, u32)>,
+    slots_per_core: u32,
     /// Round-robin position: the worker after this one is tried first.
     cursor: Option<String>,
     rng: Rng,
@@ -123,7 +138,27 @@ impl Scheduler {
             placed: BTreeMap::new(),
             cursor: None,
             rng,
+            slots_per_core: 1,
         }
+    }
+
+    /// A scheduler whose workers offer `n` queue slots per core (see the module docs).
+    pub fn with_slots_per_core(rng: Rng, n: u32) -> Self {
+        Self {
+            slots_per_core: n.max(1),
+            ..Self::new(rng)
+        }
+    }
+
+    /// Slots a demand takes: `cores × slots_per_core / depth`, at least `cores`.
+    pub fn slots_of(&self, demand: &Demand) -> u32 {
+        self.slots_for(demand.cores, demand.depth)
+    }
+
+    /// Slots `cores` at `depth` take on this scheduler.
+    pub fn slots_for(&self, cores: u32, depth: u32) -> u32 {
+        let depth = depth.clamp(1, self.slots_per_core);
+        (cores.saturating_mul(self.slots_per_core) / depth).max(cores)
     }
 
     /// Adds a worker or updates its cores, tags and whether it takes new work. Cores
@@ -134,6 +169,7 @@ impl Scheduler {
             .entry(id.to_string())
             .or_insert_with(|| WorkerState::new(cores));
         w.cores = cores;
+        w.slots = cores.saturating_mul(self.slots_per_core);
         w.tags = tags;
         w.accepting = accepting;
     }
@@ -145,7 +181,7 @@ impl Scheduler {
         let lost: Vec<InstanceKey> = self
             .placed
             .iter()
-            .filter(|(_, (w, _))| w == id)
+            .filter(|(_, (w, _, _))| w == id)
             .map(|(k, _)| k.clone())
             .collect();
         for k in &lost {
@@ -214,17 +250,19 @@ impl Scheduler {
                 waiting.extend(self.queue.drain(..));
                 break;
             }
-            match self.pick(&demand) {
+            let slots = self.slots_of(&demand);
+            match self.pick(&demand, slots) {
                 Some(worker) => {
                     let w = self.workers.get_mut(&worker).expect("picked from the map");
-                    w.reserve(demand.cores);
+                    w.reserve(slots);
                     self.queued_keys.remove(&demand.key);
                     self.placed
-                        .insert(demand.key.clone(), (worker.clone(), demand.cores));
+                        .insert(demand.key.clone(), (worker.clone(), demand.cores, slots));
                     placements.push(Placement {
                         key: demand.key,
                         worker,
                         cores: demand.cores,
+                        slots,
                     });
                 }
                 None => waiting.push_back(demand),
@@ -238,19 +276,20 @@ impl Scheduler {
     /// Frees what an ended instance held. Unknown keys are ignored (released twice, or
     /// its worker was removed meanwhile).
     pub fn release(&mut self, key: &InstanceKey) -> Option<Placement> {
-        let (worker, cores) = self.placed.remove(key)?;
+        let (worker, cores, slots) = self.placed.remove(key)?;
         if let Some(w) = self.workers.get_mut(&worker) {
-            w.free_up(cores);
+            w.free_up(slots);
         }
         Some(Placement {
             key: key.clone(),
             worker,
             cores,
+            slots,
         })
     }
 
     /// Records a placement decided before (replayed from the log after a leader
-    /// change): reserves its cores without asking a strategy.
+    /// change): reserves its slots without asking a strategy.
     pub fn restore(&mut self, p: &Placement) {
         if self.queued_keys.remove(&p.key) {
             self.queue.retain(|d| d.key != p.key);
@@ -258,11 +297,12 @@ impl Scheduler {
         if self.placed.contains_key(&p.key) {
             return;
         }
+        let slots = p.slots.max(p.cores);
         if let Some(w) = self.workers.get_mut(&p.worker) {
-            w.reserve(p.cores);
+            w.reserve(slots);
         }
         self.placed
-            .insert(p.key.clone(), (p.worker.clone(), p.cores));
+            .insert(p.key.clone(), (p.worker.clone(), p.cores, slots));
     }
 
     pub fn queued(&self) -> usize {
@@ -283,25 +323,25 @@ impl Scheduler {
 
     /// Where a placed instance runs.
     pub fn placement(&self, key: &InstanceKey) -> Option<&str> {
-        self.placed.get(key).map(|(w, _)| w.as_str())
+        self.placed.get(key).map(|(w, _, _)| w.as_str())
     }
 
     /// Checks the invariants; `Err` names the broken one.
     pub fn validate(&self) -> Result<(), String> {
         let mut used: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
-        for (key, (worker, cores)) in &self.placed {
-            if *cores == 0 {
-                return Err(format!("{key:?} holds 0 cores"));
+        for (key, (worker, cores, slots)) in &self.placed {
+            if *cores == 0 || slots < cores {
+                return Err(format!("{key:?} holds {cores} cores in {slots} slots"));
             }
             let u = used.entry(worker.as_str()).or_default();
-            u.0 += cores;
+            u.0 += slots;
             u.1 += 1;
         }
         for (id, w) in &self.workers {
-            let (cores, running) = used.get(id.as_str()).copied().unwrap_or_default();
-            if w.used != cores || w.running != running {
+            let (slots, running) = used.get(id.as_str()).copied().unwrap_or_default();
+            if w.used != slots || w.running != running {
                 return Err(format!(
-                    "worker {id}: books say {} cores / {} running, placements say {cores} / {running}",
+                    "worker {id}: books say {} slots / {} placed, placements say {slots} / {running}",
                     w.used, w.running
                 ));
             }
@@ -322,13 +362,14 @@ impl Scheduler {
     }
 
     /// The worker the demand's strategy picks among those that can take it now.
-    fn pick(&mut self, demand: &Demand) -> Option<String> {
+    fn pick(&mut self, demand: &Demand, slots: u32) -> Option<String> {
         let candidates: Vec<&str> = self
             .workers
             .iter()
             .filter(|(id, w)| {
                 w.accepting
-                    && w.free() >= demand.cores
+                    && w.cores >= demand.cores
+                    && w.free() >= slots
                     && w.matches(&demand.constraints)
                     && !demand.exclude.contains(id.as_str())
             })

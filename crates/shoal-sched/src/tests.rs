@@ -26,6 +26,7 @@ fn demand(index: u32, cores: u32, strategy: Strategy) -> Demand {
         constraints: Tags::new(),
         exclude: BTreeSet::new(),
         strategy,
+        depth: 1,
     }
 }
 
@@ -199,6 +200,7 @@ fn restored_placements_reserve_their_cores() {
         key: key("j", 0),
         worker: "w00".into(),
         cores: 2,
+        slots: 2,
     });
     s.enqueue(demand(1, 1, Strategy::RoundRobin)).unwrap();
     assert_eq!(s.round()[0].worker, "w01");
@@ -211,6 +213,7 @@ enum Step {
         cores: u32,
         constraint: Option<u8>,
         strategy: u8,
+        depth: u32,
     },
     Round,
     Release(usize),
@@ -225,8 +228,8 @@ enum Step {
 
 fn step() -> impl Generate<Value = Step> {
     prop_oneof![
-        4 => (1u32..5, proptest::option::of(0u8..3), 0u8..3)
-            .prop_map(|(cores, constraint, strategy)| Step::Enqueue { cores, constraint, strategy }),
+        4 => (1u32..5, proptest::option::of(0u8..3), 0u8..3, 1u32..17)
+            .prop_map(|(cores, constraint, strategy, depth)| Step::Enqueue { cores, constraint, strategy, depth }),
         3 => Just(Step::Round),
         3 => (0usize..64).prop_map(Step::Release),
         1 => (0u8..6, 0u32..9, 0u8..3, any::<bool>())
@@ -237,22 +240,26 @@ fn step() -> impl Generate<Value = Step> {
 
 proptest! {
     /// Any interleaving of demands, rounds, releases and worker changes: no round puts
-    /// more cores on a worker than it had free, every placement honours its
-    /// constraints and exclusions and the accepting flag, the books stay consistent, and
-    /// nothing queued is lost — once the workers have room, everything gets placed.
+    /// more slots on a worker than it had free (with one slot per core: more cores),
+    /// no instance goes to a worker with fewer cores than it needs, every placement
+    /// honours its constraints and exclusions and the accepting flag, the books stay
+    /// consistent, and nothing queued is lost — once the workers have room, everything
+    /// gets placed.
     #[test]
     fn placements_respect_capacity_and_constraints(
         steps in prop::collection::vec(step(), 1..120),
         seed in any::<u64>(),
+        slots_per_core in prop_oneof![Just(1u32), Just(8u32)],
     ) {
-        let mut s = Scheduler::new(Rng::seeded(seed));
+        let mut s = Scheduler::with_slots_per_core(Rng::seeded(seed), slots_per_core);
         let mut next = 0u32;
         let mut demands: BTreeMap<InstanceKey, Demand> = BTreeMap::new();
         let mut running: Vec<InstanceKey> = Vec::new();
         for st in steps {
             match st {
-                Step::Enqueue { cores, constraint, strategy } => {
+                Step::Enqueue { cores, constraint, strategy, depth } => {
                     let mut d = demand(next, cores, [Strategy::RoundRobin, Strategy::Random, Strategy::LeastConnections][strategy as usize]);
+                    d.depth = depth;
                     next += 1;
                     if let Some(t) = constraint {
                         d.constraints = tags(&[("t", &t.to_string())]);
@@ -264,19 +271,24 @@ proptest! {
                     s.enqueue(d).unwrap();
                 }
                 Step::Round => {
-                    let before: BTreeMap<String, (u32, bool, Tags)> = s
+                    let before: BTreeMap<String, (u32, bool, Tags, u32)> = s
                         .workers()
-                        .map(|(id, w)| (id.to_string(), (w.free(), w.accepting, w.tags.clone())))
+                        .map(|(id, w)| (id.to_string(), (w.free(), w.accepting, w.tags.clone(), w.cores)))
                         .collect();
                     let mut added: BTreeMap<String, u32> = BTreeMap::new();
                     for p in s.round() {
                         let d = &demands[&p.key];
-                        let (free, accepting, wtags) = &before[&p.worker];
+                        let (free, accepting, wtags, cores) = &before[&p.worker];
+                        prop_assert!(*cores >= d.cores, "{} has {} cores, the instance needs {}", p.worker, cores, d.cores);
+                        prop_assert!(p.slots >= p.cores);
+                        if slots_per_core == 1 {
+                            prop_assert_eq!(p.slots, p.cores);
+                        }
                         prop_assert!(*accepting, "placed on a worker that does not accept");
                         prop_assert!(!d.exclude.contains(&p.worker), "placed on an excluded worker");
                         prop_assert!(d.constraints.iter().all(|(k, v)| wtags.get(k) == Some(v)), "constraint broken");
                         let a = added.entry(p.worker.clone()).or_default();
-                        *a += p.cores;
+                        *a += p.slots;
                         prop_assert!(*a <= *free, "{} over-committed: {} placed, {} were free", p.worker, a, free);
                         running.push(p.key);
                     }
@@ -309,4 +321,36 @@ proptest! {
         prop_assert_eq!(s.round().len(), queued);
         prop_assert_eq!(s.queued(), 0);
     }
+}
+
+/// With 8 slots per core, short work (depth 8) fills a 2-core worker 16 deep, long
+/// work (depth 1) only 2 deep, and a 4-core instance never lands on it however short.
+#[test]
+fn slots_let_short_work_wait_on_a_worker() {
+    let mut s = Scheduler::with_slots_per_core(Rng::seeded(3), 8);
+    s.upsert_worker("w", 2, Tags::new(), true);
+    for i in 0..40 {
+        let mut d = demand(i, 1, Strategy::LeastConnections);
+        d.depth = 8;
+        s.enqueue(d).unwrap();
+    }
+    assert_eq!(s.round().len(), 16);
+    let mut t = Scheduler::with_slots_per_core(Rng::seeded(3), 8);
+    t.upsert_worker("w", 2, Tags::new(), true);
+    for i in 0..40 {
+        t.enqueue(demand(i, 1, Strategy::LeastConnections)).unwrap();
+    }
+    assert_eq!(t.round().len(), 2);
+    assert_eq!(t.validate(), Ok(()));
+    // 4 cores × 8 / 8 = 4 slots would fit in the 16 free, but the worker has 2 cores.
+    let mut u = Scheduler::with_slots_per_core(Rng::seeded(3), 8);
+    u.upsert_worker("w", 2, Tags::new(), true);
+    let mut big = demand(99, 4, Strategy::LeastConnections);
+    big.depth = 8;
+    u.enqueue(big).unwrap();
+    assert!(
+        u.round().is_empty(),
+        "a 4-core instance went to a 2-core worker"
+    );
+    assert_eq!(u.queued(), 1);
 }

@@ -10,7 +10,9 @@ pub type Tags = BTreeMap<String, String>;
 pub struct WorkerState {
     /// Cores it advertises.
     pub cores: u32,
-    /// Cores reserved by placed instances.
+    /// Queue slots it offers (cores × the scheduler's slots per core).
+    pub slots: u32,
+    /// Slots reserved by placed instances.
     pub used: u32,
     /// Placed instances.
     pub running: u32,
@@ -23,6 +25,7 @@ impl WorkerState {
     pub(crate) fn new(cores: u32) -> Self {
         Self {
             cores,
+            slots: cores,
             used: 0,
             running: 0,
             tags: Tags::new(),
@@ -30,9 +33,10 @@ impl WorkerState {
         }
     }
 
-    /// Cores not reserved (0 when a worker shrank below what it already runs).
+    /// Slots not reserved (0 when a worker shrank below what it already holds). With
+    /// one slot per core, free cores.
     pub fn free(&self) -> u32 {
-        self.cores.saturating_sub(self.used)
+        self.slots.saturating_sub(self.used)
     }
 
     /// Every constraint is a tag of this worker with the same value.
@@ -42,13 +46,13 @@ impl WorkerState {
             .all(|(k, v)| self.tags.get(k).is_some_and(|t| t == v))
     }
 
-    pub(crate) fn reserve(&mut self, cores: u32) {
-        self.used += cores;
+    pub(crate) fn reserve(&mut self, slots: u32) {
+        self.used += slots;
         self.running += 1;
     }
 
-    pub(crate) fn free_up(&mut self, cores: u32) {
-        self.used = self.used.saturating_sub(cores);
+    pub(crate) fn free_up(&mut self, slots: u32) {
+        self.used = self.used.saturating_sub(slots);
         self.running = self.running.saturating_sub(1);
     }
 }

@@ -9,6 +9,10 @@
 //! term it has already obeyed. At the end: the job completed, every instance completed
 //! exactly once (one recorded result each), and the replicas agree.
 //!
+//! Workers report in batches (one `Reports` entry per worker per tick), and the leader
+//! believes the instances short (its [`Depths`] hear 5 ms per attempt), so it places
+//! 4 per core (one core per worker) at once: many attempts wait on a worker when it crashes.
+//!
 //! `SHOAL_SIM_SEED=<seed>` replays one seed.
 
 use std::{
@@ -17,7 +21,10 @@ use std::{
 };
 
 use rand::{RngExt as _, SeedableRng, rngs::StdRng};
-use shoal_node::jobs::{leader::decide, service::WorkerView};
+use shoal_node::jobs::{
+    leader::{Depths, RoundInputs, decide},
+    service::WorkerView,
+};
 use shoal_raft::{
     DiskLog,
     group::{
@@ -28,13 +35,13 @@ use shoal_raft::{
 use shoal_sched::{Rng, Strategy};
 use shoal_state::{
     Command, JobCommand, JobResponse, Request, Response, State,
-    jobs::{Event, InstanceRef, JobSpec, Outcome, RunState, Work, WorkflowSpec},
+    jobs::{Event, InstanceRef, JobSpec, Outcome, ReportItem, RunState, Work, WorkflowSpec},
 };
 use shoal_types::MemberState;
 
 const INSTANCES: u32 = 500;
 const WORKERS: usize = 4;
-const CORES: u32 = 4;
+const CORES: u32 = 1;
 const TICK: Duration = Duration::from_millis(100);
 /// Gossip declares a crashed worker failed this long after the crash.
 const DETECTION: Duration = Duration::from_millis(1_000);
@@ -73,6 +80,8 @@ struct Sim {
     workers: Vec<SimWorker>,
     /// Recorded (applied) results per instance: (worker, attempt) of each.
     results: HashMap<InstanceRef, Vec<(String, u32)>>,
+    /// What the leader believes about run times (it is told 5 ms each).
+    depths: Depths,
     log: Vec<String>,
 }
 
@@ -190,17 +199,16 @@ impl Sim {
                 self.workers[i].unreported.push(k);
             }
             let pending = std::mem::take(&mut self.workers[i].unreported);
+            if pending.is_empty() {
+                continue;
+            }
             let worker = self.workers[i].id.clone();
-            for (r, attempt) in pending {
-                let cmd = JobCommand::Report {
-                    worker: worker.clone(),
-                    instance: r.clone(),
-                    attempt,
-                    event: succeeded(),
-                    now_ms: now_ms(now),
-                };
-                match self.write(cmd).await {
-                    Some((JobResponse::Reported { applied, .. }, _)) => {
+            for (r, _) in &pending {
+                self.depths.record(&r.job, r.workflow, 5_000);
+            }
+            match self.report_batch(&worker, &pending, now).await {
+                Some(applied) => {
+                    for ((r, attempt), applied) in pending.into_iter().zip(applied) {
                         if applied {
                             self.results
                                 .entry(r)
@@ -208,11 +216,37 @@ impl Sim {
                                 .push((worker.clone(), attempt));
                         }
                     }
-                    Some(other) => self.fail(&format!("unexpected {other:?}")),
-                    // No leader right now: try again next tick.
-                    None => self.workers[i].unreported.push((r, attempt)),
                 }
+                // No leader right now: try again next tick.
+                None => self.workers[i].unreported.extend(pending),
             }
+        }
+    }
+
+    /// One `Reports` entry: whether each report was applied (None: no leader).
+    async fn report_batch(
+        &mut self,
+        worker: &str,
+        attempts: &[(InstanceRef, u32)],
+        now: tokio::time::Instant,
+    ) -> Option<Vec<bool>> {
+        let cmd = JobCommand::Reports {
+            worker: worker.to_string(),
+            reports: attempts
+                .iter()
+                .map(|(r, attempt)| ReportItem {
+                    instance: r.clone(),
+                    attempt: *attempt,
+                    event: succeeded(),
+                })
+                .collect(),
+            now_ms: now_ms(now),
+        };
+        match self.write(cmd).await? {
+            (JobResponse::ReportedMany { results }, _) if results.len() == attempts.len() => {
+                Some(results.into_iter().map(|(applied, _)| applied).collect())
+            }
+            other => self.fail(&format!("unexpected {other:?}")),
         }
     }
 
@@ -228,27 +262,22 @@ impl Sim {
                 continue;
             }
             let worker = self.workers[i].id.clone();
-            for (r, attempt) in std::mem::take(&mut self.workers[i].zombies) {
-                let cmd = JobCommand::Report {
-                    worker: worker.clone(),
-                    instance: r.clone(),
-                    attempt,
-                    event: succeeded(),
-                    now_ms: now_ms(now),
-                };
-                match self.write(cmd).await {
-                    Some((JobResponse::Reported { applied: true, .. }, _)) => {
-                        self.results
-                            .entry(r.clone())
-                            .or_default()
-                            .push((worker.clone(), attempt));
-                        self.log.push(format!(
-                            "late result of {r} attempt {attempt} from {worker} was recorded"
-                        ));
+            let zombies = std::mem::take(&mut self.workers[i].zombies);
+            match self.report_batch(&worker, &zombies, now).await {
+                Some(applied) => {
+                    for ((r, attempt), applied) in zombies.into_iter().zip(applied) {
+                        if applied {
+                            self.results
+                                .entry(r.clone())
+                                .or_default()
+                                .push((worker.clone(), attempt));
+                            self.log.push(format!(
+                                "late result of {r} attempt {attempt} from {worker} was recorded"
+                            ));
+                        }
                     }
-                    Some(_) => {}
-                    None => self.workers[i].zombies.push((r, attempt)),
                 }
+                None => self.workers[i].zombies = zombies,
             }
         }
     }
@@ -264,12 +293,15 @@ impl Sim {
         let d = g.read(|s| {
             decide(
                 s,
-                &views,
-                now_ms(now),
-                grace,
-                term,
-                rng,
-                Strategy::LeastConnections,
+                RoundInputs {
+                    workers: &views,
+                    now: now_ms(now),
+                    unknown_grace_passed: grace,
+                    term,
+                    rng,
+                    default_strategy: Strategy::LeastConnections,
+                    depths: &self.depths,
+                },
             )
         });
         for cmd in d.lost.into_iter().chain(d.expired) {
@@ -390,6 +422,7 @@ async fn run(seed: u64) {
             })
             .collect(),
         results: HashMap::new(),
+        depths: Depths::default(),
         log: Vec::new(),
     };
     for id in 1..=3 {
@@ -417,6 +450,8 @@ async fn run(seed: u64) {
     }
     let mut leading: Option<(u64, tokio::time::Instant)> = None;
     let mut tick = 0;
+    // Most attempts one worker held at once (more than its cores: some waited).
+    let mut deepest = 0;
     loop {
         tick += 1;
         if tick > TICKS_MAX {
@@ -455,13 +490,22 @@ async fn run(seed: u64) {
         let since = match (leading, term) {
             (Some((t, at)), Some(term)) if t == term => at,
             (_, Some(term)) => {
+                // A new leader knows no run times yet (they live in its memory only).
                 leading = Some((term, now));
+                sim.depths = Depths::default();
                 now
             }
             _ => now,
         };
         sim.lead(now, since, tick).await;
         sim.check(tick);
+        deepest = sim
+            .workers
+            .iter()
+            .map(|w| w.running.len())
+            .max()
+            .unwrap_or(0)
+            .max(deepest);
         let state = sim
             .leader()
             .map(|(g, _)| g.read(|s| s.jobs.get("big").map(|j| j.state)));
@@ -504,6 +548,11 @@ async fn run(seed: u64) {
         .count();
     if retried == 0 {
         sim.fail("the crashed worker's instances were never retried (the crash did not bite)");
+    }
+    if deepest <= CORES as usize {
+        sim.fail(&format!(
+            "no worker ever held more attempts than cores ({deepest}): short work was not queued"
+        ));
     }
     // The replicas agree.
     let digest: Vec<State> = {

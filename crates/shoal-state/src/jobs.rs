@@ -813,6 +813,7 @@ impl Jobs {
             }
         }
         let mut applied = Vec::new();
+        let mut touched: BTreeSet<&str> = BTreeSet::new();
         for p in places {
             let Some((job, w, i)) = self.instance_mut(&p.instance) else {
                 continue;
@@ -833,8 +834,15 @@ impl Jobs {
             inst.fence = fence;
             inst.placed_ms = now_ms;
             inst.progress = None;
-            job.refresh(now_ms);
+            touched.insert(p.instance.job.as_str());
             applied.push(p.clone());
+        }
+        // Workflow and job states once per job, not per placement (a round places
+        // hundreds of one job's instances).
+        for id in touched {
+            if let Some(job) = self.jobs.get_mut(id) {
+                job.refresh(now_ms);
+            }
         }
         JobResponse::Scheduled {
             places: applied,

@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use shoal_state::{
     Command, JobCommand, JobError, JobResponse, LogIndex, Request, Response, State,
-    jobs::{
-        Event, InstanceRef, JobSpec, Outcome, Place, ReportItem, RunState, Work, WorkflowSpec,
-    },
+    jobs::{Event, InstanceRef, JobSpec, Outcome, Place, ReportItem, RunState, Work, WorkflowSpec},
 };
 
 fn wf(name: &str, instances: u32) -> WorkflowSpec {
@@ -453,13 +451,16 @@ fn report_item() -> impl Strategy<Value = ReportItem> {
         1 => (0u64..10).prop_map(|d| Event::Progress { done: d, total: 10 }),
         4 => outcome.prop_map(finished),
     ];
-    ((0u32..2, 0u32..3).prop_map(|(w, i)| r("j", w, i)), 1u32..4, event).prop_map(
-        |(instance, attempt, event)| ReportItem {
+    (
+        (0u32..2, 0u32..3).prop_map(|(w, i)| r("j", w, i)),
+        1u32..4,
+        event,
+    )
+        .prop_map(|(instance, attempt, event)| ReportItem {
             instance,
             attempt,
             event,
-        },
-    )
+        })
 }
 
 proptest! {

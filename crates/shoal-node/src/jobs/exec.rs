@@ -48,7 +48,7 @@ impl Ended {
         }
     }
 
-    fn stopped() -> Self {
+    pub(crate) fn stopped() -> Self {
         Self {
             outcome: Outcome::Cancelled,
             exit_code: None,
@@ -146,7 +146,7 @@ pub fn parse_progress(line: &str) -> Option<(u64, u64)> {
 }
 
 /// Waits until `stop` turns true (never, if its sender is gone without stopping).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     if stop.wait_for(|s| *s).await.is_err() {
         std::future::pending::<()>().await;
     }

@@ -5,16 +5,21 @@
 //!    retried elsewhere or fail);
 //! 2. times out attempts and jobs past their deadlines;
 //! 3. runs one scheduling round over the ledger's runnable instances and the workers'
-//!    free cores, commits the placements as one entry, then sends each placed worker
-//!    its Run order fenced by that entry's (term, index);
+//!    free slots, commits the placements as one entry, then sends each placed worker
+//!    one message with its Run orders, fenced by that entry's (term, index);
 //! 4. re-sends Run orders that were placed but never confirmed (a leader change or a
 //!    lost message in between; a worker ignores a Run it already runs).
 //!
 //! Everything it acts on is read from the replicated ledger, so a new leader simply
-//! continues: nothing lives only in the old leader's memory.
+//! continues: nothing it needs to be correct lives only in the old leader's memory.
+//! One thing it keeps to be fast: how long each workflow's instances run ([`Depths`],
+//! from the workers' reports). Instances known to be short are handed out up to
+//! [`SLOTS_PER_CORE`] per core, to wait on the worker, so workers never idle for a
+//! round trip between short tasks; long or unknown ones go one per core. A new leader
+//! starts without it and learns it again from the first results.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
     time::Duration,
 };
@@ -27,14 +32,19 @@ use shoal_state::{
 use shoal_types::MemberState;
 
 use super::{
-    OrderReply, RunOrder, now_ms,
+    OrderReply, RunBatch, RunOrder, now_ms,
     service::{JobsManager, WorkerView},
 };
 
 /// Scheduling tick when nothing wakes the loop earlier.
 pub const TICK: Duration = Duration::from_millis(100);
-/// Queued instances a round considers, per core offered (and at least RUNNABLE_MIN).
-const RUNNABLE_PER_CORE: usize = 8;
+/// Queue slots per worker core: at most this many known-short instances per core are
+/// placed on a worker at once (see [`Depths`]).
+pub const SLOTS_PER_CORE: u32 = 64;
+/// Work handed to a core ahead of time, at most: a workflow whose instances run `d` µs
+/// may have `QUEUE_TARGET_US / d` of them per core on a worker (1 ..= SLOTS_PER_CORE).
+const QUEUE_TARGET_US: f64 = 20_000.0;
+/// Queued instances a round considers beyond the slots offered.
 const RUNNABLE_MIN: usize = 256;
 /// Rounds are at least this far apart (what arrives meanwhile joins the next round).
 const ROUND_GAP: Duration = Duration::from_millis(1);
@@ -61,6 +71,7 @@ struct Plan {
 
 struct Active {
     r: InstanceRef,
+    depth: u32,
     attempt: u32,
     worker: String,
     fence: (u64, u64),
@@ -70,7 +81,13 @@ struct Active {
     timeout_s: Option<u64>,
 }
 
-fn plan(s: &shoal_state::State, now: u64, default_strategy: Strategy, limit: usize) -> Plan {
+fn plan(
+    s: &shoal_state::State,
+    now: u64,
+    default_strategy: Strategy,
+    limit: usize,
+    depths: &Depths,
+) -> Plan {
     let mut p = Plan {
         runnable: Vec::new(),
         active: Vec::new(),
@@ -99,12 +116,14 @@ fn plan(s: &shoal_state::State, now: u64, default_strategy: Strategy, limit: usi
                 key(&r, attempt),
                 excluded,
                 default_strategy,
+                depths.depth(&r.job, r.workflow),
             ));
         }
         for (r, attempt, worker, fence) in job.active() {
             let inst = &job.workflows[r.workflow as usize].instances[r.index as usize];
             let wf = &job.spec.workflows[r.workflow as usize];
             p.active.push(Active {
+                depth: depths.depth(&r.job, r.workflow),
                 state: inst.state.0,
                 placed_ms: inst.placed_ms,
                 cores: wf.cores,
@@ -125,6 +144,43 @@ fn key(r: &InstanceRef, attempt: u32) -> InstanceKey {
         workflow: r.workflow.to_string(),
         index: r.index,
         attempt,
+    }
+}
+
+/// How long each workflow's instances run, as reported by workers (a moving average
+/// per job and workflow): the leader's measure of how many may wait on a worker.
+#[derive(Debug, Default)]
+pub struct Depths {
+    /// job → workflow → average µs.
+    ran_us: HashMap<String, HashMap<u32, f64>>,
+}
+
+impl Depths {
+    /// Jobs remembered at most (all are forgotten when full; they are learnt again).
+    const KEPT: usize = 4096;
+
+    /// Adds one attempt's run time.
+    pub fn record(&mut self, job: &str, workflow: u32, ran_us: u64) {
+        if self.ran_us.len() >= Self::KEPT && !self.ran_us.contains_key(job) {
+            self.ran_us.clear();
+        }
+        let sample = ran_us as f64;
+        self.ran_us
+            .entry(job.to_string())
+            .or_default()
+            .entry(workflow)
+            .and_modify(|avg| *avg = 0.8 * *avg + 0.2 * sample)
+            .or_insert(sample);
+    }
+
+    /// How many of the workflow's instances may wait per core: 1 until one ran.
+    pub fn depth(&self, job: &str, workflow: u32) -> u32 {
+        match self.ran_us.get(job).and_then(|w| w.get(&workflow)) {
+            None => 1,
+            Some(us) => {
+                (QUEUE_TARGET_US / us.max(1.0)).clamp(1.0, f64::from(SLOTS_PER_CORE)) as u32
+            }
+        }
     }
 }
 
@@ -188,29 +244,44 @@ pub struct Decisions {
     pub resend: Vec<(InstanceRef, u32, String, (u64, u64))>,
 }
 
-/// Decides one tick. `unknown_grace_passed`: the leader has led long enough that a
-/// worker gossip has never shown it counts as gone.
-pub fn decide(
-    s: &shoal_state::State,
-    workers: &HashMap<String, WorkerView>,
-    now: u64,
-    unknown_grace_passed: bool,
-    term: u64,
-    rng: Rng,
-    default_strategy: Strategy,
-) -> Decisions {
-    // A round places at most as many instances as there are free cores; looking at a
-    // few times that many queued instances keeps later ones that fit (constraints)
-    // moving without planning all 100,000 of a big job every round.
+/// What a round decides from besides the ledger.
+pub struct RoundInputs<'a> {
+    /// The workers gossip shows.
+    pub workers: &'a HashMap<String, WorkerView>,
+    pub now: u64,
+    /// The leader has led long enough that a worker gossip has never shown it counts
+    /// as gone.
+    pub unknown_grace_passed: bool,
+    pub term: u64,
+    pub rng: Rng,
+    pub default_strategy: Strategy,
+    pub depths: &'a Depths,
+}
+
+/// A Run order to send: (instance, attempt, fence).
+type Order = (InstanceRef, u32, (u64, u64));
+
+/// Decides one tick.
+pub fn decide(s: &shoal_state::State, inputs: RoundInputs<'_>) -> Decisions {
+    let RoundInputs {
+        workers,
+        now,
+        unknown_grace_passed,
+        term,
+        rng,
+        default_strategy,
+        depths,
+    } = inputs;
+    // A round places at most as many instances as there are free slots; looking at
+    // that many queued instances (and a few more) keeps later ones that fit
+    // (constraints) moving without planning all 100,000 of a big job every round.
     let offered: u64 = workers
         .values()
         .filter(|w| matches!(w.state, MemberState::Alive | MemberState::Suspect))
-        .map(|w| u64::from(w.cores))
+        .map(|w| u64::from(w.cores) * u64::from(SLOTS_PER_CORE))
         .sum();
-    let limit = (offered as usize)
-        .saturating_mul(RUNNABLE_PER_CORE)
-        .max(RUNNABLE_MIN);
-    let p = plan(s, now, default_strategy, limit);
+    let limit = (offered as usize).saturating_add(RUNNABLE_MIN);
+    let p = plan(s, now, default_strategy, limit, depths);
     let mut d = Decisions::default();
 
     // 1. Lost workers.
@@ -265,7 +336,7 @@ pub fn decide(
     }
 
     // 3. One scheduling round.
-    let mut sched = Scheduler::new(rng);
+    let mut sched = Scheduler::with_slots_per_core(rng, SLOTS_PER_CORE);
     for (id, w) in workers {
         if matches!(w.state, MemberState::Alive | MemberState::Suspect) {
             sched.upsert_worker(id, w.cores, w.tags.clone(), w.accepting);
@@ -276,6 +347,7 @@ pub fn decide(
             key: key(&a.r, a.attempt),
             worker: a.worker.clone(),
             cores: a.cores,
+            slots: sched.slots_for(a.cores, a.depth),
         });
     }
     for demand in p.runnable {
@@ -325,13 +397,27 @@ async fn round(
     since: tokio::time::Instant,
     rng: Rng,
 ) -> Result<(), tonic::Status> {
+    let started = tokio::time::Instant::now();
     let now = now_ms();
     let workers = mgr.workers();
     let grace = since.elapsed() > UNKNOWN_WORKER_GRACE;
-    let d = mgr
-        .replica
-        .group
-        .read(|s| decide(s, &workers, now, grace, term, rng, mgr.default_strategy));
+    let d = {
+        let depths = mgr.depths.lock().unwrap_or_else(|p| p.into_inner());
+        mgr.replica.group.read(|s| {
+            decide(
+                s,
+                RoundInputs {
+                    workers: &workers,
+                    now,
+                    unknown_grace_passed: grace,
+                    term,
+                    rng,
+                    default_strategy: mgr.default_strategy,
+                    depths: &depths,
+                },
+            )
+        })
+    };
     for cmd in d.lost {
         if let JobCommand::WorkerLost { worker, reason, .. } = &cmd {
             tracing::warn!(%worker, %reason, "worker lost; retrying its instances elsewhere");
@@ -356,65 +442,81 @@ async fn round(
         mgr.write(cmd).await?;
         mgr.send_stops(vec![(r, worker)], (term, 0));
     }
+    let mut orders: BTreeMap<String, Vec<Order>> = BTreeMap::new();
+    let decided = tokio::time::Instant::now();
     if let Some(cmd) = d.schedule
         && let JobResponse::Scheduled { places, fence } = mgr.write(cmd).await?
     {
+        tracing::debug!(
+            placed = places.len(),
+            decide_us = decided.duration_since(started).as_micros() as u64,
+            commit_us = decided.elapsed().as_micros() as u64,
+            "scheduling round"
+        );
         for place in places {
-            dispatch(mgr, place.instance, place.attempt, place.worker, fence);
+            orders
+                .entry(place.worker)
+                .or_default()
+                .push((place.instance, place.attempt, fence));
         }
     }
     for (r, attempt, worker, fence) in d.resend {
-        dispatch(mgr, r, attempt, worker, fence);
+        orders.entry(worker).or_default().push((r, attempt, fence));
+    }
+    for (worker, orders) in orders {
+        dispatch(mgr, worker, orders);
     }
     Ok(())
 }
 
-/// Sends a Run order in the background (once at a time per attempt); if the worker
-/// cannot be reached after a few tries, the attempt counts as failed there.
-fn dispatch(
-    mgr: &Arc<JobsManager>,
-    r: InstanceRef,
-    attempt: u32,
-    worker: String,
-    fence: (u64, u64),
-) {
-    let k = (r.clone(), attempt);
-    if !mgr
-        .sending
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(k.clone())
-    {
+/// Sends one worker its Run orders of this round as one message, in the background
+/// (an attempt already being sent is not sent again meanwhile); if the worker cannot
+/// be reached after a few tries, those attempts count as failed there.
+fn dispatch(mgr: &Arc<JobsManager>, worker: String, orders: Vec<Order>) {
+    let orders: Vec<Order> = {
+        let mut sending = mgr.sending.lock().unwrap_or_else(|p| p.into_inner());
+        orders
+            .into_iter()
+            .filter(|(r, attempt, _)| sending.insert((r.clone(), *attempt)))
+            .collect()
+    };
+    if orders.is_empty() {
         return;
     }
     let mgr = mgr.clone();
     tokio::spawn(async move {
-        let order = mgr.replica.group.read(|s| {
-            let job = s.jobs.get(&r.job)?;
-            let wf = job.spec.workflows.get(r.workflow as usize)?;
-            Some(RunOrder {
-                fence,
-                instance: r.clone(),
-                attempt,
-                work: wf.work.clone(),
-                cores: wf.cores,
-                timeout_ms: wf.timeout_s.map(|t| t * 1000),
-            })
+        let batch = mgr.replica.group.read(|s| {
+            let orders = orders
+                .iter()
+                .filter_map(|(r, attempt, fence)| {
+                    let job = s.jobs.get(&r.job)?;
+                    let wf = job.spec.workflows.get(r.workflow as usize)?;
+                    Some(RunOrder {
+                        fence: *fence,
+                        instance: r.clone(),
+                        attempt: *attempt,
+                        work: wf.work.clone(),
+                        cores: wf.cores,
+                        timeout_ms: wf.timeout_s.map(|t| t * 1000),
+                    })
+                })
+                .collect();
+            RunBatch { orders }
         });
         let mut last_error = String::from("worker not in gossip");
-        if let Some(order) = order {
+        if !batch.orders.is_empty() {
             for i in 0..RUN_TRIES {
                 let Some(addr) = mgr.workers().get(&worker).map(|w| w.addr.clone()) else {
                     break;
                 };
-                match mgr.send_run(&addr, &order).await {
-                    Ok(OrderReply::Accepted) => {
-                        last_error.clear();
-                        break;
-                    }
-                    Ok(OrderReply::StaleFence { seen_term }) => {
-                        // A newer leader exists; it owns this instance now.
-                        tracing::info!(instance = %r, seen_term, "worker follows a newer leader");
+                match mgr.send_run(&addr, &batch).await {
+                    Ok(replies) => {
+                        for (o, reply) in batch.orders.iter().zip(&replies) {
+                            if let OrderReply::StaleFence { seen_term } = reply {
+                                // A newer leader exists; it owns this instance now.
+                                tracing::info!(instance = %o.instance, seen_term, "worker follows a newer leader");
+                            }
+                        }
                         last_error.clear();
                         break;
                     }
@@ -426,10 +528,10 @@ fn dispatch(
             last_error.clear();
         }
         if !last_error.is_empty() && mgr.is_leader().is_some() {
-            tracing::warn!(instance = %r, %worker, error = %last_error, "dispatch failed; the attempt counts as failed there");
+            tracing::warn!(%worker, instances = batch.orders.len(), error = %last_error, "dispatch failed; the attempts count as failed there");
             let cmd = JobCommand::WorkerLost {
                 worker: worker.clone(),
-                only: Some(vec![r.clone()]),
+                only: Some(batch.orders.iter().map(|o| o.instance.clone()).collect()),
                 reason: format!("dispatch to {worker} failed: {last_error}"),
                 now_ms: now_ms(),
             };
@@ -438,9 +540,9 @@ fn dispatch(
             }
             mgr.wake.notify_one();
         }
-        mgr.sending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&k);
+        let mut sending = mgr.sending.lock().unwrap_or_else(|p| p.into_inner());
+        for (r, attempt, _) in &orders {
+            sending.remove(&(r.clone(), *attempt));
+        }
     });
 }

@@ -3,12 +3,13 @@
 //!
 //! ```text
 //!  client ── Jobs.Submit ──► any manager ──► Raft: Submit ──► applied everywhere
-//!  manager leader, every tick:  gossip workers (cores, tags) + the ledger's active
+//!  manager leader, every round:  gossip workers (cores, tags) + the ledger's active
 //!      instances ──► shoal-sched round ──► Raft: Schedule (one entry per round; its
-//!      (term, index) is the fence) ──► Worker.Run(fence, attempt) to each worker
-//!  worker: refuses fences of older terms; runs the attempt; reports Started, Progress
-//!      (≤ 1/s), Finished ──► WorkerReports.Report ──► Raft: Report (counts once, only
-//!      for the current attempt on that worker)
+//!      (term, index) is the fence) ──► one Worker.Run(orders) per worker
+//!  worker: refuses fences of older terms; queues the attempts, runs at most its cores
+//!      at once; reports Started, Progress (≤ 1/s), Finished ──► batched: one
+//!      WorkerReports.Report(reports) at a time ──► Raft: Reports (one entry per
+//!      batch; each report counts once, only for the current attempt on that worker)
 //!  worker, every second: Heartbeat(what it runs) ──► the leader answers with attempts
 //!      to stop (cancelled, replaced) and notices attempts the worker lost
 //!  gossip: a worker declared failed ──► Raft: WorkerLost ──► its instances retried
@@ -30,7 +31,7 @@ use shoal_state::jobs::{Event, InstanceRef, Work};
 use tonic::Status;
 
 /// Encoding version of internal job messages.
-pub const PAYLOAD_VERSION: u32 = 1;
+pub const PAYLOAD_VERSION: u32 = 2;
 
 /// Leader → worker: start attempt `attempt` of `instance`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +44,13 @@ pub struct RunOrder {
     pub cores: u32,
     /// Per attempt; the worker stops it after this long and reports it timed out.
     pub timeout_ms: Option<u64>,
+}
+
+/// Leader → worker: the Run orders of one round for this worker (answered by one
+/// [`OrderReply`] per order, in order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunBatch {
+    pub orders: Vec<RunOrder>,
 }
 
 /// Leader → worker: stop this attempt (cancelled, timed out, or replaced).
@@ -63,13 +71,23 @@ pub enum OrderReply {
     },
 }
 
-/// Worker → managers: what happened to an attempt.
+/// Worker → managers: what happened to some attempts (answered by one
+/// [`ReportReply`] per report, in order).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReportMsg {
+pub struct ReportBatch {
     pub worker: String,
+    pub reports: Vec<WorkerReport>,
+}
+
+/// One report in a [`ReportBatch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerReport {
     pub instance: InstanceRef,
     pub attempt: u32,
     pub event: Event,
+    /// How long the attempt ran, in µs (with `Finished`): the leader learns from it how
+    /// short a workflow's instances are, and how many may wait on a worker.
+    pub ran_us: Option<u64>,
 }
 
 /// Whether the report was recorded; `Stale`: the attempt is no longer current (the

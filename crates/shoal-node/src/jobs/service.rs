@@ -30,8 +30,8 @@ use shoal_types::{Lifecycle, MemberState, Role};
 use tonic::{Request, Response, Status, transport::Channel};
 
 use super::{
-    HeartbeatMsg, HeartbeatReply, OrderReply, ReportMsg, ReportReply, RunOrder, StopOrder, Wire,
-    now_ms,
+    HeartbeatMsg, HeartbeatReply, OrderReply, ReportBatch, ReportReply, RunBatch, StopOrder, Wire,
+    leader::Depths, now_ms,
 };
 use crate::kv::group_status;
 
@@ -65,6 +65,8 @@ pub struct JobsManager {
     pub(super) missing: Mutex<HashMap<String, HashMap<Key, u32>>>,
     /// Orders being sent now (not sent again meanwhile).
     pub(super) sending: Mutex<HashSet<Key>>,
+    /// How long workflows' instances run (from the reports this manager takes).
+    pub(super) depths: Mutex<Depths>,
     clients: Mutex<HashMap<String, WorkerClient<Channel>>>,
     pub(super) wake: tokio::sync::Notify,
 }
@@ -104,6 +106,7 @@ impl JobsManager {
             default_strategy: Strategy::LeastConnections,
             missing: Mutex::default(),
             sending: Mutex::default(),
+            depths: Mutex::default(),
             clients: Mutex::default(),
             wake: tokio::sync::Notify::new(),
         })
@@ -183,7 +186,7 @@ impl JobsManager {
                 index: 0,
                 attempt: 1,
             };
-            let demand = demand(spec, i, key, Default::default(), self.default_strategy);
+            let demand = demand(spec, i, key, Default::default(), self.default_strategy, 1);
             sched
                 .check(&demand)
                 .map_err(|e| Status::invalid_argument(format!("{at}.{e}")))?;
@@ -207,23 +210,33 @@ impl JobsManager {
         Ok(c)
     }
 
-    /// Sends a Run order; Err describes why the worker did not take it.
+    /// Sends a worker its Run orders; the answer per order, or why the worker did not
+    /// take them.
     pub(super) async fn send_run(
         &self,
         addr: &str,
-        order: &RunOrder,
-    ) -> Result<OrderReply, String> {
+        batch: &RunBatch,
+    ) -> Result<Vec<OrderReply>, String> {
         let mut c = self.client(addr).map_err(|s| s.message().to_string())?;
         let mut req = Request::new(
             self.wire
-                .message(order)
+                .message(batch)
                 .map_err(|s| s.message().to_string())?,
         );
         req.set_timeout(ORDER_TIMEOUT);
         let r = c.run(req).await.map_err(|s| s.message().to_string())?;
-        self.wire
+        let replies: Vec<OrderReply> = self
+            .wire
             .open(r.get_ref())
-            .map_err(|s| s.message().to_string())
+            .map_err(|s| s.message().to_string())?;
+        if replies.len() != batch.orders.len() {
+            return Err(format!(
+                "{} answers to {} orders",
+                replies.len(),
+                batch.orders.len()
+            ));
+        }
+        Ok(replies)
     }
 
     /// Tells workers to stop attempts (best effort: a worker that misses it hears it in
@@ -357,7 +370,9 @@ impl JobsManager {
 
 impl JobsManager {
     /// The `jobs` section of /v1/status on a manager: unfinished jobs, instances
-    /// running and queued, and each worker's cores in use by the ledger's account.
+    /// placed on workers (running, or waiting there for a core) and queued, and per
+    /// worker what the ledger placed on it. The cores a worker actually uses are its
+    /// own to say: its status and its gossip row (`used_cores`).
     pub fn status_section(&self) -> serde_json::Value {
         let workers = self.workers();
         let (unfinished, queued, mut used) = self.replica.group.read(|s| {
@@ -387,13 +402,13 @@ impl JobsManager {
         let mut rows: Vec<serde_json::Value> = workers
             .iter()
             .map(|(id, w)| {
-                let (cores_used, instances) = used.remove(id).unwrap_or_default();
+                let (cores_placed, instances) = used.remove(id).unwrap_or_default();
                 serde_json::json!({
                     "id": id,
                     "state": w.state.to_string(),
                     "cores": w.cores,
-                    "used_cores": cores_used,
-                    "running": instances,
+                    "placed": instances,
+                    "placed_cores": cores_placed,
                 })
             })
             .collect();
@@ -415,6 +430,7 @@ pub fn demand(
     key: InstanceKey,
     exclude: std::collections::BTreeSet<String>,
     default_strategy: Strategy,
+    depth: u32,
 ) -> Demand {
     let wf = &spec.workflows[w];
     let mut constraints = wf.constraints.clone();
@@ -432,6 +448,7 @@ pub fn demand(
         constraints,
         exclude,
         strategy,
+        depth,
     }
 }
 
@@ -703,30 +720,53 @@ impl WorkerReports for ReportsService {
         &self,
         r: Request<InternalMessage>,
     ) -> Result<Response<InternalMessage>, Status> {
-        let m: ReportMsg = self.mgr.wire.open(r.get_ref())?;
-        let finished = matches!(m.event, Event::Finished { .. });
-        let cmd = JobCommand::Report {
-            worker: m.worker,
-            instance: m.instance,
-            attempt: m.attempt,
-            event: m.event,
-            now_ms: now_ms(),
-        };
-        let reply = match self.mgr.write(cmd).await? {
-            JobResponse::Reported { applied, current } => {
-                if applied || current {
-                    ReportReply::Recorded
-                } else {
-                    ReportReply::Stale
+        let m: ReportBatch = self.mgr.wire.open(r.get_ref())?;
+        shoal_state::jobs::validate_name("worker", &m.worker).map_err(jobs_status)?;
+        let mut finished = false;
+        {
+            let mut depths = self.mgr.depths.lock().unwrap_or_else(|p| p.into_inner());
+            for rep in &m.reports {
+                if matches!(rep.event, Event::Finished { .. }) {
+                    finished = true;
+                    if let Some(us) = rep.ran_us {
+                        depths.record(&rep.instance.job, rep.instance.workflow, us);
+                    }
                 }
             }
+        }
+        let sent = m.reports.len();
+        tracing::debug!(worker = %m.worker, reports = sent, "report batch");
+        let cmd = JobCommand::Reports {
+            worker: m.worker,
+            reports: m
+                .reports
+                .into_iter()
+                .map(|rep| shoal_state::jobs::ReportItem {
+                    instance: rep.instance,
+                    attempt: rep.attempt,
+                    event: rep.event,
+                })
+                .collect(),
+            now_ms: now_ms(),
+        };
+        let replies: Vec<ReportReply> = match self.mgr.write(cmd).await? {
+            JobResponse::ReportedMany { results } if results.len() == sent => results
+                .into_iter()
+                .map(|(applied, current)| {
+                    if applied || current {
+                        ReportReply::Recorded
+                    } else {
+                        ReportReply::Stale
+                    }
+                })
+                .collect(),
             other => return Err(Status::internal(format!("unexpected {other:?}"))),
         };
         if finished {
-            // Cores freed: the next round may place queued work.
+            // Slots freed: the next round may place queued work.
             self.mgr.wake.notify_one();
         }
-        Ok(Response::new(self.mgr.wire.message(&reply)?))
+        Ok(Response::new(self.mgr.wire.message(&replies)?))
     }
 
     async fn heartbeat(

@@ -1,6 +1,12 @@
 //! The worker's side of jobs: the `Worker` gRPC service (orders from the manager
-//! leader), one task per running attempt, reports to the managers, and a heartbeat that
-//! tells the leader what this worker runs.
+//! leader), one task per attempt, reports to the managers, and a heartbeat that tells
+//! the leader what this worker runs.
+//!
+//! Attempts wait in order for cores (a semaphore of this worker's cores): the leader
+//! may hand out short work several per core so nothing idles a round trip between
+//! instances; at most `cores` run at once. Reports go through one reporter task that
+//! sends whatever queued up as one batch, one batch at a time, so a burst of results
+//! becomes one call and one Raft entry.
 //!
 //! Orders are fenced: a worker remembers the highest Raft term it has obeyed and
 //! refuses orders from an older one (a deposed leader that has not noticed yet). A Run
@@ -26,11 +32,12 @@ use shoal_proto::v1::{
 };
 use shoal_state::jobs::{Event, InstanceRef, Outcome};
 use shoal_types::{MemberState, Role, backoff::capped_doubling};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tonic::{Request, Response, Status, transport::Channel};
 
 use super::{
-    HeartbeatMsg, HeartbeatReply, OrderReply, ReportMsg, ReportReply, RunOrder, StopOrder, Wire,
+    HeartbeatMsg, HeartbeatReply, OrderReply, ReportBatch, ReportReply, RunBatch, RunOrder,
+    StopOrder, Wire, WorkerReport,
     exec::{self, ProgressFn, Registry},
 };
 
@@ -45,13 +52,62 @@ pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 const RESULT_PATIENCE: Duration = Duration::from_secs(300);
 /// Bound on one call to a manager.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most reports in one batch, and roughly most bytes (output tails dominate).
+const REPORT_BATCH_MAX: usize = 1024;
+const REPORT_BATCH_BYTES: usize = 1024 * 1024;
 
 type Key = (InstanceRef, u32);
 
-/// An attempt on this worker: how to stop it, and the cores it holds.
+/// An attempt on this worker: how to stop it, the cores it needs, and where it is.
 struct Running {
     stop: Arc<watch::Sender<bool>>,
     cores: u32,
+    phase: Phase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for its cores.
+    Waiting,
+    /// Holding its cores.
+    Running,
+    /// Ended; its result is on its way to the managers.
+    Reporting,
+}
+
+/// What a worker runs: attempts executing, attempts waiting for cores, the cores the
+/// executing ones hold, the cores it offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    pub running: usize,
+    pub waiting: usize,
+    pub used_cores: u32,
+    pub cores: u32,
+}
+
+/// A report on its way to the managers.
+struct Pending {
+    report: WorkerReport,
+    /// Keep offering it until recorded or refused (results), or send once (the rest).
+    persist: bool,
+    since: tokio::time::Instant,
+    reply: oneshot::Sender<Option<ReportReply>>,
+}
+
+impl Pending {
+    /// Rough encoded size.
+    fn bytes(&self) -> usize {
+        let text = match &self.report.event {
+            Event::Finished {
+                error,
+                stdout_tail,
+                stderr_tail,
+                ..
+            } => stdout_tail.len() + stderr_tail.len() + error.as_ref().map_or(0, String::len),
+            _ => 0,
+        };
+        64 + self.report.instance.job.len() + text
+    }
 }
 
 /// One worker's jobs runtime.
@@ -63,8 +119,11 @@ pub struct WorkerRuntime {
     registry: Registry,
     running: Mutex<HashMap<Key, Running>>,
     cores: u32,
+    /// One permit per core; an attempt runs while it holds its cores' permits.
+    free_cores: Arc<Semaphore>,
     seen_term: AtomicU64,
     channels: Mutex<HashMap<String, WorkerReportsClient<Channel>>>,
+    reports: mpsc::UnboundedSender<Pending>,
 }
 
 impl std::fmt::Debug for WorkerRuntime {
@@ -85,6 +144,7 @@ impl WorkerRuntime {
         membership: MembershipHandle,
         registry: Registry,
     ) -> Arc<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
         let rt = Arc::new(Self {
             me,
             dc,
@@ -93,22 +153,30 @@ impl WorkerRuntime {
             registry,
             running: Mutex::default(),
             cores,
+            free_cores: Arc::new(Semaphore::new(cores.max(1) as usize)),
             seen_term: AtomicU64::new(0),
             channels: Mutex::default(),
+            reports: tx,
         });
         tokio::spawn(heartbeats(Arc::downgrade(&rt)));
         tokio::spawn(publish_load(Arc::downgrade(&rt)));
+        tokio::spawn(reporter(Arc::downgrade(&rt), rx));
         rt
     }
 
-    /// (attempts running, cores they hold, cores offered).
-    pub fn load(&self) -> (usize, u32, u32) {
+    pub fn load(&self) -> Load {
         let books = self.books();
-        (
-            books.len(),
-            books.values().map(|r| r.cores).sum(),
-            self.cores,
-        )
+        let count = |p: Phase| books.values().filter(|r| r.phase == p).count();
+        Load {
+            running: count(Phase::Running),
+            waiting: count(Phase::Waiting),
+            used_cores: books
+                .values()
+                .filter(|r| r.phase == Phase::Running)
+                .map(|r| r.cores)
+                .sum(),
+            cores: self.cores,
+        }
     }
 
     /// Attempts running now.
@@ -120,6 +188,12 @@ impl WorkerRuntime {
 
     fn books(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Running>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_phase(&self, key: &Key, phase: Phase) {
+        if let Some(r) = self.books().get_mut(key) {
+            r.phase = phase;
+        }
     }
 
     /// Admits an order's fence: refuses a term older than one already obeyed.
@@ -145,6 +219,7 @@ impl WorkerRuntime {
             let running = Running {
                 stop: Arc::new(tx),
                 cores: o.cores,
+                phase: Phase::Waiting,
             };
             books.insert(key.clone(), running);
             rx
@@ -168,8 +243,22 @@ impl WorkerRuntime {
         }
     }
 
-    async fn attempt(self: Arc<Self>, o: RunOrder, stop: watch::Receiver<bool>) {
+    async fn attempt(self: Arc<Self>, o: RunOrder, mut stop: watch::Receiver<bool>) {
         let key = (o.instance.clone(), o.attempt);
+        // Wait in line for the cores (the scheduler never sends an instance needing
+        // more cores than this worker has; clamp anyway so nothing waits forever).
+        let want = o.cores.clamp(1, self.cores.max(1));
+        let permit = tokio::select! {
+            p = self.free_cores.clone().acquire_many_owned(want) => p.ok(),
+            () = exec::stopped(&mut stop) => None,
+        };
+        let Some(permit) = permit else {
+            // Stopped before it started: the result says so, like a stopped run.
+            let ended = exec::Ended::stopped();
+            self.finish(&key, ended, None).await;
+            return;
+        };
+        self.set_phase(&key, Phase::Running);
         let progress = self.progress_fn(key.clone());
         let begun = tokio::time::Instant::now();
         let run = exec::run(&o.work, o.attempt, progress, stop, &self.registry);
@@ -182,7 +271,7 @@ impl WorkerRuntime {
             () = tokio::time::sleep(STARTED_AFTER) => None,
         };
         if started.is_none() {
-            let reply = self.report(&key, Event::Started, false).await;
+            let reply = self.report(&key, Event::Started, false, None).await;
             if reply == Some(ReportReply::Stale) {
                 // Replaced meanwhile: stop it.
                 self.stop(&key);
@@ -205,6 +294,17 @@ impl WorkerRuntime {
         if ended.error.as_deref() == Some("stopped") {
             ended.error = Some("stopped: the job was cancelled or the attempt replaced".into());
         }
+        let ran_us = begun.elapsed().as_micros() as u64;
+        // The cores are free once it ran; the next attempt need not wait for this
+        // one's report.
+        drop(permit);
+        self.set_phase(&key, Phase::Reporting);
+        self.finish(&key, ended, Some(ran_us)).await;
+    }
+
+    /// Reports an attempt's result until it is recorded (or refused as stale), then
+    /// takes the attempt off the books.
+    async fn finish(&self, key: &Key, ended: exec::Ended, ran_us: Option<u64>) {
         tracing::debug!(instance = %key.0, attempt = key.1, outcome = ?ended.outcome, "attempt ended");
         let event = Event::Finished {
             outcome: ended.outcome,
@@ -213,10 +313,10 @@ impl WorkerRuntime {
             stdout_tail: ended.stdout_tail,
             stderr_tail: ended.stderr_tail,
         };
-        if self.report(&key, event, true).await.is_none() {
+        if self.report(key, event, true, ran_us).await.is_none() {
             tracing::warn!(instance = %key.0, attempt = key.1, "gave up reporting a result; the leader will retry the instance");
         }
-        self.books().remove(&key);
+        self.books().remove(key);
     }
 
     /// Progress callback: at most one report per `PROGRESS_EVERY`, sent in the
@@ -233,13 +333,10 @@ impl WorkerRuntime {
                 }
                 *l = Some(now);
             }
-            let (rt, key) = (rt.clone(), key.clone());
-            tokio::spawn(async move {
-                if let Some(rt) = rt.upgrade() {
-                    rt.report(&key, Event::Progress { done, total }, false)
-                        .await;
-                }
-            });
+            if let Some(rt) = rt.upgrade() {
+                // Nobody waits for the answer: a lost one is replaced by the next.
+                rt.queue_report(&key, Event::Progress { done, total }, false, None);
+            }
         })
     }
 
@@ -277,43 +374,76 @@ impl WorkerRuntime {
         Ok(c)
     }
 
-    /// Sends a report to the managers (the leader first). `persist`: keep trying
-    /// (backing off) until one records it or refuses it as stale, for up to
-    /// `RESULT_PATIENCE`; otherwise one round. None: nobody answered.
-    async fn report(&self, key: &Key, event: Event, persist: bool) -> Option<ReportReply> {
-        let msg = ReportMsg {
-            worker: self.me.clone(),
-            instance: key.0.clone(),
-            attempt: key.1,
-            event,
+    /// Queues a report for the reporter task; the receiver gets its answer (None:
+    /// nobody answered, or a result went unrecorded for `RESULT_PATIENCE`).
+    fn queue_report(
+        &self,
+        key: &Key,
+        event: Event,
+        persist: bool,
+        ran_us: Option<u64>,
+    ) -> oneshot::Receiver<Option<ReportReply>> {
+        let (tx, rx) = oneshot::channel();
+        let pending = Pending {
+            report: WorkerReport {
+                instance: key.0.clone(),
+                attempt: key.1,
+                event,
+                ran_us,
+            },
+            persist,
+            since: tokio::time::Instant::now(),
+            reply: tx,
         };
-        let started = tokio::time::Instant::now();
-        let mut pause = None;
-        loop {
-            for addr in self.managers() {
-                let Ok(mut c) = self.client(&addr) else {
-                    continue;
-                };
-                let Ok(m) = self.wire.message(&msg) else {
-                    return None;
-                };
-                let mut req = Request::new(m);
-                req.set_timeout(CALL_TIMEOUT);
-                match c.report(req).await {
-                    Ok(r) => match self.wire.open::<ReportReply>(r.get_ref()) {
-                        Ok(reply) => return Some(reply),
-                        Err(e) => tracing::debug!(error = %e, "bad report reply"),
-                    },
-                    Err(s) => tracing::debug!(manager = %addr, error = %s, "report not taken"),
-                }
+        // The reporter lives as long as this runtime: a failed send means shutdown.
+        let _ = self.reports.send(pending);
+        rx
+    }
+
+    /// Sends a report with the next batch and waits for its answer. `persist`: keep
+    /// offering it (backing off) until one manager records it or refuses it as stale,
+    /// for up to `RESULT_PATIENCE`; otherwise one try. None: nobody answered.
+    async fn report(
+        &self,
+        key: &Key,
+        event: Event,
+        persist: bool,
+        ran_us: Option<u64>,
+    ) -> Option<ReportReply> {
+        self.queue_report(key, event, persist, ran_us)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Offers one batch to the managers (the leader first); the answers in order, or
+    /// None when nobody took it.
+    async fn send_reports(&self, batch: &[Pending]) -> Option<Vec<ReportReply>> {
+        let msg = ReportBatch {
+            worker: self.me.clone(),
+            reports: batch.iter().map(|p| p.report.clone()).collect(),
+        };
+        let m = self.wire.message(&msg).ok()?;
+        for addr in self.managers() {
+            let Ok(mut c) = self.client(&addr) else {
+                continue;
+            };
+            let mut req = Request::new(m.clone());
+            req.set_timeout(CALL_TIMEOUT);
+            match c.report(req).await {
+                Ok(r) => match self.wire.open::<Vec<ReportReply>>(r.get_ref()) {
+                    Ok(replies) if replies.len() == batch.len() => return Some(replies),
+                    Ok(replies) => tracing::debug!(
+                        sent = batch.len(),
+                        answered = replies.len(),
+                        "report answers do not match the batch"
+                    ),
+                    Err(e) => tracing::debug!(error = %e, "bad report reply"),
+                },
+                Err(s) => tracing::debug!(manager = %addr, error = %s, "reports not taken"),
             }
-            if !persist || started.elapsed() > RESULT_PATIENCE {
-                return None;
-            }
-            let p = capped_doubling(pause, Duration::from_millis(50), Duration::from_secs(1));
-            pause = Some(p);
-            tokio::time::sleep(p).await;
         }
+        None
     }
 
     async fn heartbeat(&self) {
@@ -353,8 +483,8 @@ async fn publish_load(rt: std::sync::Weak<WorkerRuntime>) {
     loop {
         tick.tick().await;
         let Some(rt) = rt.upgrade() else { return };
-        let (_, used, cores) = rt.load();
-        let load = (u64::from(used) * 1000 / u64::from(cores.max(1))) as u32;
+        let l = rt.load();
+        let load = (u64::from(l.used_cores) * 1000 / u64::from(l.cores.max(1))) as u32;
         if load != published {
             let membership = rt.membership.clone();
             drop(rt);
@@ -366,6 +496,64 @@ async fn publish_load(rt: std::sync::Weak<WorkerRuntime>) {
                 return;
             }
             published = load;
+        }
+    }
+}
+
+/// Sends queued reports: whatever waits (up to a batch) goes as one call, one call at
+/// a time. A batch nobody takes: one-shot reports are answered None, results stay
+/// queued and go again after a pause (doubling to 1 s) until `RESULT_PATIENCE`.
+async fn reporter(rt: std::sync::Weak<WorkerRuntime>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut queued: Vec<Pending> = Vec::new();
+    let mut pause = None;
+    loop {
+        if queued.is_empty() {
+            match rx.recv().await {
+                Some(p) => queued.push(p),
+                None => return,
+            }
+        }
+        while queued.len() < REPORT_BATCH_MAX {
+            match rx.try_recv() {
+                Ok(p) => queued.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut bytes = 0;
+        let take = queued
+            .iter()
+            .take_while(|p| {
+                bytes += p.bytes();
+                bytes <= REPORT_BATCH_BYTES
+            })
+            .count()
+            .max(1);
+        let batch: Vec<Pending> = queued.drain(..take).collect();
+        let Some(rt_now) = rt.upgrade() else { return };
+        let answers = rt_now.send_reports(&batch).await;
+        drop(rt_now);
+        match answers {
+            Some(answers) => {
+                pause = None;
+                for (p, a) in batch.into_iter().zip(answers) {
+                    let _ = p.reply.send(Some(a));
+                }
+            }
+            None => {
+                for p in batch {
+                    if p.persist && p.since.elapsed() < RESULT_PATIENCE {
+                        queued.push(p);
+                    } else {
+                        let _ = p.reply.send(None);
+                    }
+                }
+                if !queued.is_empty() {
+                    let p =
+                        capped_doubling(pause, Duration::from_millis(50), Duration::from_secs(1));
+                    pause = Some(p);
+                    tokio::time::sleep(p).await;
+                }
+            }
         }
     }
 }
@@ -394,9 +582,13 @@ pub fn service(rt: Arc<WorkerRuntime>) -> WorkerServer<WorkerService> {
 #[tonic::async_trait]
 impl Worker for WorkerService {
     async fn run(&self, r: Request<InternalMessage>) -> Result<Response<InternalMessage>, Status> {
-        let order: RunOrder = self.rt.wire.open(r.get_ref())?;
-        let reply = self.rt.run_order(order);
-        Ok(Response::new(self.rt.wire.message(&reply)?))
+        let batch: RunBatch = self.rt.wire.open(r.get_ref())?;
+        let replies: Vec<OrderReply> = batch
+            .orders
+            .into_iter()
+            .map(|o| self.rt.run_order(o))
+            .collect();
+        Ok(Response::new(self.rt.wire.message(&replies)?))
     }
 
     async fn stop(&self, r: Request<InternalMessage>) -> Result<Response<InternalMessage>, Status> {
