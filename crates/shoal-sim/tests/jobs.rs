@@ -22,7 +22,7 @@ use std::{
 
 use rand::{RngExt as _, SeedableRng, rngs::StdRng};
 use shoal_node::jobs::{
-    leader::{Depths, RoundInputs, decide},
+    leader::{Depths, RoundInputs, decide, first_placements, work_key},
     service::WorkerView,
 };
 use shoal_raft::{
@@ -35,7 +35,9 @@ use shoal_raft::{
 use shoal_sched::{Rng, Strategy};
 use shoal_state::{
     Command, JobCommand, JobResponse, Request, Response, State,
-    jobs::{Event, InstanceRef, JobSpec, Outcome, ReportItem, RunState, Work, WorkflowSpec},
+    jobs::{
+        Event, InstanceRef, JobSpec, Outcome, Placing, ReportItem, RunState, Work, WorkflowSpec,
+    },
 };
 use shoal_types::MemberState;
 
@@ -203,8 +205,9 @@ impl Sim {
                 continue;
             }
             let worker = self.workers[i].id.clone();
-            for (r, _) in &pending {
-                self.depths.record(&r.job, r.workflow, 5_000);
+            let work = work_key(&spec().workflows[0]);
+            for _ in &pending {
+                self.depths.record(work, 5_000);
             }
             match self.report_batch(&worker, &pending, now).await {
                 Some(applied) => {
@@ -434,19 +437,57 @@ async fn run(seed: u64) {
         .await_leader(None, Duration::from_secs(5))
         .await
         .unwrap_or_else(|| sim.fail("no first leader"));
+    // Submitted through the leader, which places the first instances in the Submit
+    // entry itself (the node's own `first_placements`).
     let t0 = tokio::time::Instant::now();
+    let (g, term) = sim
+        .leader()
+        .unwrap_or_else(|| sim.fail("no leader to submit to"));
+    let views = sim.views(t0);
+    let places = g.read(|s| {
+        first_placements(
+            s,
+            "big",
+            &spec(),
+            RoundInputs {
+                workers: &views,
+                now: now_ms(t0),
+                unknown_grace_passed: false,
+                term,
+                rng: Rng::seeded(seed),
+                default_strategy: Strategy::LeastConnections,
+                depths: &sim.depths,
+            },
+        )
+    });
+    if places.len() != WORKERS * CORES as usize {
+        sim.fail(&format!(
+            "first placements: {} (one per core expected)",
+            places.len()
+        ));
+    }
     let submitted = sim
         .write(JobCommand::Submit {
             id: "big".into(),
             spec: spec(),
             now_ms: now_ms(t0),
+            place: Some(Placing { term, places }),
         })
         .await;
-    if !matches!(
-        submitted,
-        Some((JobResponse::Submitted { created: true, .. }, _))
-    ) {
-        sim.fail(&format!("submit: {submitted:?}"));
+    match submitted {
+        Some((
+            JobResponse::Submitted {
+                created: true,
+                scheduled: Some((placed, fence)),
+                ..
+            },
+            _,
+        )) if placed.len() == WORKERS * CORES as usize => {
+            for p in placed {
+                sim.run_order(&p.worker, p.instance, p.attempt, fence, t0);
+            }
+        }
+        other => sim.fail(&format!("submit: {other:?}")),
     }
     let mut leading: Option<(u64, tokio::time::Instant)> = None;
     let mut tick = 0;

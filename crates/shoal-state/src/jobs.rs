@@ -48,7 +48,7 @@ pub const ARG_BYTES_MAX: usize = 64 * 1024;
 pub const FINISHED_JOBS_KEPT: usize = 1_000;
 
 /// What an instance runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Work {
     /// A process: `command` with `args`, extra `env`, in `cwd` (default: the worker's
     /// working directory). A stdout line `::progress N/M` reports progress.
@@ -521,6 +521,14 @@ pub enum Event {
     },
 }
 
+/// Placements decided with a submission (see [`JobCommand::Submit`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placing {
+    /// The deciding leader's term (the fence is (term, this entry's index)).
+    pub term: u64,
+    pub places: Vec<Place>,
+}
+
 /// One report in a [`JobCommand::Reports`] batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportItem {
@@ -532,10 +540,14 @@ pub struct ReportItem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobCommand {
     /// A new job under `id` (idempotent: the same id and spec again changes nothing).
+    /// A leader taking the submission itself may place some of its instances at once
+    /// (`place`): they are applied exactly as a `Schedule` entry's would be, fenced by
+    /// this entry, and only if the job is new.
     Submit {
         id: String,
         spec: JobSpec,
         now_ms: u64,
+        place: Option<Placing>,
     },
     /// One scheduling round: placements, and jobs the round has seen (they leave
     /// `submitted`). The entry's (term, index) fences every placement in it.
@@ -580,8 +592,13 @@ pub enum JobCommand {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JobResponse {
-    /// `created` false: the id was already taken by this same spec.
-    Submitted { id: String, created: bool },
+    /// `created` false: the id was already taken by this same spec. `scheduled`: the
+    /// placements that took effect with it and their fence (see `Scheduled`).
+    Submitted {
+        id: String,
+        created: bool,
+        scheduled: Option<(Vec<Place>, (u64, u64))>,
+    },
     /// The placements that took effect (the leader dispatches exactly these) and
     /// their fence.
     Scheduled {
@@ -664,7 +681,35 @@ impl Jobs {
         cmd: &JobCommand,
     ) -> Result<JobResponse, JobError> {
         match cmd {
-            JobCommand::Submit { id, spec, now_ms } => self.submit(index, id, spec, *now_ms),
+            JobCommand::Submit {
+                id,
+                spec,
+                now_ms,
+                place,
+            } => {
+                let created = self.submit(index, id, spec, *now_ms)?;
+                let scheduled = match place {
+                    Some(p) if created => {
+                        let mine: Vec<Place> = p
+                            .places
+                            .iter()
+                            .filter(|pl| pl.instance.job == *id)
+                            .cloned()
+                            .collect();
+                        let seen = [id.clone()];
+                        match self.schedule(index, p.term, *now_ms, &mine, &seen) {
+                            JobResponse::Scheduled { places, fence } => Some((places, fence)),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                Ok(JobResponse::Submitted {
+                    id: id.clone(),
+                    created,
+                    scheduled,
+                })
+            }
             JobCommand::Schedule {
                 term,
                 now_ms,
@@ -707,21 +752,19 @@ impl Jobs {
         }
     }
 
+    /// Creates the job; Ok(false): it exists with this same spec.
     fn submit(
         &mut self,
         index: LogIndex,
         id: &str,
         spec: &JobSpec,
         now_ms: u64,
-    ) -> Result<JobResponse, JobError> {
+    ) -> Result<bool, JobError> {
         validate_name("id", id)?;
         spec.validate()?;
         if let Some(j) = self.jobs.get(id) {
             if &j.spec == spec {
-                return Ok(JobResponse::Submitted {
-                    id: id.to_string(),
-                    created: false,
-                });
+                return Ok(false);
             }
             return Err(JobError::IdTaken(id.to_string()));
         }
@@ -747,10 +790,7 @@ impl Jobs {
             },
         );
         self.forget_old();
-        Ok(JobResponse::Submitted {
-            id: id.to_string(),
-            created: true,
-        })
+        Ok(true)
     }
 
     /// Keeps at most `FINISHED_JOBS_KEPT` finished jobs (the oldest go first).

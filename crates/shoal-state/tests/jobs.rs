@@ -66,6 +66,7 @@ impl Ledger {
             id: id.into(),
             spec,
             now_ms: 1,
+            place: None,
         })
     }
 
@@ -207,20 +208,89 @@ fn the_same_id_twice_creates_one_job() {
         l.submit("j1", s.clone()),
         Ok(JobResponse::Submitted {
             id: "j1".into(),
-            created: true
+            created: true,
+            scheduled: None,
         })
     );
     assert_eq!(
         l.submit("j1", s.clone()),
         Ok(JobResponse::Submitted {
             id: "j1".into(),
-            created: false
+            created: false,
+            scheduled: None,
         })
     );
     assert_eq!(l.state.jobs.len(), 1);
     let mut other = s;
     other.name = "other".into();
     assert_eq!(l.submit("j1", other), Err(JobError::IdTaken("j1".into())));
+}
+
+/// A leader may place a new job's instances in its Submit entry: they take effect
+/// like a Schedule entry's (fenced by this entry), only for this job's instances, only
+/// for workflows that may run, and never for a job that already existed.
+#[test]
+fn a_submission_may_carry_its_first_placements() {
+    let mut l = Ledger::new();
+    l.submit("other", spec(vec![wf("a", 1)])).unwrap();
+    let mut b = wf("b", 1);
+    b.after = vec!["a".into()];
+    let s = spec(vec![wf("a", 2), b]);
+    let places = vec![
+        Place {
+            instance: r("j", 0, 0),
+            worker: "w1".into(),
+            attempt: 1,
+        },
+        // Waits for `a`: not placed.
+        Place {
+            instance: r("j", 1, 0),
+            worker: "w1".into(),
+            attempt: 1,
+        },
+        // Another job's instance: not this entry's to place.
+        Place {
+            instance: r("other", 0, 0),
+            worker: "w2".into(),
+            attempt: 1,
+        },
+    ];
+    let cmd = JobCommand::Submit {
+        id: "j".into(),
+        spec: s.clone(),
+        now_ms: 1,
+        place: Some(shoal_state::jobs::Placing {
+            term: 7,
+            places: places.clone(),
+        }),
+    };
+    let out = l.apply(cmd.clone());
+    let index = l.state.last_applied.0;
+    assert_eq!(
+        out,
+        Ok(JobResponse::Submitted {
+            id: "j".into(),
+            created: true,
+            scheduled: Some((vec![places[0].clone()], (7, index))),
+        })
+    );
+    let i = l.instance("j", 0, 0);
+    assert_eq!(i.state.0, RunState::Dispatching);
+    assert_eq!(i.fence, (7, index));
+    assert_eq!(l.instance("j", 0, 1).state.0, RunState::Queued);
+    assert_eq!(l.instance("j", 1, 0).state.0, RunState::Queued);
+    assert_eq!(l.instance("other", 0, 0).state.0, RunState::Queued);
+    assert_eq!(l.state_of("j"), RunState::Dispatching);
+    // The same submission again (a retry): nothing placed again.
+    assert_eq!(
+        l.apply(cmd),
+        Ok(JobResponse::Submitted {
+            id: "j".into(),
+            created: false,
+            scheduled: None,
+        })
+    );
+    assert_eq!(l.instance("j", 0, 0).attempts, 1);
 }
 
 #[test]

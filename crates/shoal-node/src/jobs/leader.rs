@@ -25,6 +25,7 @@ use std::{
 };
 
 use shoal_sched::{Demand, InstanceKey, Rng, Scheduler, Strategy};
+
 use shoal_state::{
     JobCommand, JobResponse,
     jobs::{InstanceRef, Place, RunState},
@@ -104,6 +105,13 @@ fn plan(
             p.expired.push((job.id.clone(), t));
             continue;
         }
+        // Depth per workflow, hashed once per round.
+        let depth: Vec<u32> = job
+            .spec
+            .workflows
+            .iter()
+            .map(|wf| depths.depth(work_key(wf)))
+            .collect();
         let room = limit.saturating_sub(p.runnable.len());
         for (r, attempt) in job.runnable_up_to(room) {
             let excluded = job.workflows[r.workflow as usize].instances[r.index as usize]
@@ -116,14 +124,14 @@ fn plan(
                 key(&r, attempt),
                 excluded,
                 default_strategy,
-                depths.depth(&r.job, r.workflow),
+                depth[w],
             ));
         }
         for (r, attempt, worker, fence) in job.active() {
             let inst = &job.workflows[r.workflow as usize].instances[r.index as usize];
             let wf = &job.spec.workflows[r.workflow as usize];
             p.active.push(Active {
-                depth: depths.depth(&r.job, r.workflow),
+                depth: depth[r.workflow as usize],
                 state: inst.state.0,
                 placed_ms: inst.placed_ms,
                 cores: wf.cores,
@@ -147,35 +155,45 @@ fn key(r: &InstanceRef, attempt: u32) -> InstanceKey {
     }
 }
 
-/// How long each workflow's instances run, as reported by workers (a moving average
-/// per job and workflow): the leader's measure of how many may wait on a worker.
+/// How long instances run, as reported by workers: a moving average per kind of work
+/// (the work with its arguments, and its cores — see [`work_key`]), so what was learnt
+/// from one job's instances serves the next job that runs the same thing. The leader's
+/// measure of how many may wait on a worker.
 #[derive(Debug, Default)]
 pub struct Depths {
-    /// job → workflow → average µs.
-    ran_us: HashMap<String, HashMap<u32, f64>>,
+    ran_us: HashMap<u64, f64>,
+}
+
+/// Identifies a kind of work for [`Depths`]: a hash of the workflow's work (kind and
+/// arguments) and cores. Leader memory only; never stored or sent.
+pub fn work_key(wf: &shoal_state::jobs::WorkflowSpec) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    wf.work.hash(&mut h);
+    wf.cores.hash(&mut h);
+    h.finish()
 }
 
 impl Depths {
-    /// Jobs remembered at most (all are forgotten when full; they are learnt again).
+    /// Kinds of work remembered at most (all are forgotten when full, then learnt
+    /// again).
     const KEPT: usize = 4096;
 
     /// Adds one attempt's run time.
-    pub fn record(&mut self, job: &str, workflow: u32, ran_us: u64) {
-        if self.ran_us.len() >= Self::KEPT && !self.ran_us.contains_key(job) {
+    pub fn record(&mut self, work: u64, ran_us: u64) {
+        if self.ran_us.len() >= Self::KEPT && !self.ran_us.contains_key(&work) {
             self.ran_us.clear();
         }
         let sample = ran_us as f64;
         self.ran_us
-            .entry(job.to_string())
-            .or_default()
-            .entry(workflow)
+            .entry(work)
             .and_modify(|avg| *avg = 0.8 * *avg + 0.2 * sample)
             .or_insert(sample);
     }
 
-    /// How many of the workflow's instances may wait per core: 1 until one ran.
-    pub fn depth(&self, job: &str, workflow: u32) -> u32 {
-        match self.ran_us.get(job).and_then(|w| w.get(&workflow)) {
+    /// How many instances of this work may wait per core: 1 until one ran.
+    pub fn depth(&self, work: u64) -> u32 {
+        match self.ran_us.get(&work) {
             None => 1,
             Some(us) => {
                 (QUEUE_TARGET_US / us.max(1.0)).clamp(1.0, f64::from(SLOTS_PER_CORE)) as u32
@@ -275,12 +293,7 @@ pub fn decide(s: &shoal_state::State, inputs: RoundInputs<'_>) -> Decisions {
     // A round places at most as many instances as there are free slots; looking at
     // that many queued instances (and a few more) keeps later ones that fit
     // (constraints) moving without planning all 100,000 of a big job every round.
-    let offered: u64 = workers
-        .values()
-        .filter(|w| matches!(w.state, MemberState::Alive | MemberState::Suspect))
-        .map(|w| u64::from(w.cores) * u64::from(SLOTS_PER_CORE))
-        .sum();
-    let limit = (offered as usize).saturating_add(RUNNABLE_MIN);
+    let limit = offered_slots(workers).saturating_add(RUNNABLE_MIN);
     let p = plan(s, now, default_strategy, limit, depths);
     let mut d = Decisions::default();
 
@@ -336,13 +349,43 @@ pub fn decide(s: &shoal_state::State, inputs: RoundInputs<'_>) -> Decisions {
     }
 
     // 3. One scheduling round.
+    let places = place(workers, &p.active, p.runnable, rng);
+    if !places.is_empty() || !p.submitted.is_empty() {
+        d.schedule = Some(JobCommand::Schedule {
+            term,
+            now_ms: now,
+            places,
+            seen: p.submitted.clone(),
+        });
+    }
+
+    // 4. Orders placed but not confirmed.
+    for a in &p.active {
+        if a.state == RunState::Dispatching && a.placed_ms + RESEND_AFTER_MS < now {
+            // Sent in this leader's term: a worker that already obeys this term would
+            // refuse the placing entry's older one, and the attempt would wait forever.
+            d.resend
+                .push((a.r.clone(), a.attempt, a.worker.clone(), (term, a.fence.1)));
+        }
+    }
+    d
+}
+
+/// One scheduling round: the workers gossip shows, loaded with what the ledger placed
+/// on them, place what they have room for among `runnable`.
+fn place(
+    workers: &HashMap<String, WorkerView>,
+    active: &[Active],
+    runnable: Vec<Demand>,
+    rng: Rng,
+) -> Vec<Place> {
     let mut sched = Scheduler::with_slots_per_core(rng, SLOTS_PER_CORE);
     for (id, w) in workers {
         if matches!(w.state, MemberState::Alive | MemberState::Suspect) {
             sched.upsert_worker(id, w.cores, w.tags.clone(), w.accepting);
         }
     }
-    for a in &p.active {
+    for a in active {
         sched.restore(&shoal_sched::Placement {
             key: key(&a.r, a.attempt),
             worker: a.worker.clone(),
@@ -350,13 +393,13 @@ pub fn decide(s: &shoal_state::State, inputs: RoundInputs<'_>) -> Decisions {
             slots: sched.slots_for(a.cores, a.depth),
         });
     }
-    for demand in p.runnable {
+    for demand in runnable {
         let k = demand.key.clone();
         if let Err(e) = sched.enqueue(demand) {
             tracing::debug!(instance = ?k, error = %e, "not queued");
         }
     }
-    let places: Vec<Place> = sched
+    sched
         .round()
         .into_iter()
         .filter_map(|pl| {
@@ -370,24 +413,67 @@ pub fn decide(s: &shoal_state::State, inputs: RoundInputs<'_>) -> Decisions {
                 attempt: pl.key.attempt,
             })
         })
-        .collect();
-    if !places.is_empty() || !p.submitted.is_empty() {
-        d.schedule = Some(JobCommand::Schedule {
-            term,
-            now_ms: now,
-            places,
-            seen: p.submitted.clone(),
-        });
-    }
+        .collect()
+}
 
-    // 4. Orders placed but not confirmed.
-    for a in &p.active {
-        if a.state == RunState::Dispatching && a.placed_ms + RESEND_AFTER_MS < now {
-            d.resend
-                .push((a.r.clone(), a.attempt, a.worker.clone(), a.fence));
+/// Where a new job's first instances go, decided by the leader that takes the
+/// submission (committed with the Submit entry itself: no round and no second entry
+/// before they start). Only workflows without dependencies; only the room there is;
+/// nothing for an id the ledger already has. Pure, like [`decide`].
+pub fn first_placements(
+    s: &shoal_state::State,
+    id: &str,
+    spec: &shoal_state::jobs::JobSpec,
+    inputs: RoundInputs<'_>,
+) -> Vec<Place> {
+    if s.jobs.get(id).is_some() {
+        return Vec::new();
+    }
+    let RoundInputs {
+        workers,
+        now,
+        rng,
+        default_strategy,
+        depths,
+        ..
+    } = inputs;
+    let offered = offered_slots(workers);
+    let p = plan(s, now, default_strategy, 0, depths);
+    let mut runnable = Vec::new();
+    for (w, wf) in spec.workflows.iter().enumerate() {
+        if !wf.after.is_empty() {
+            continue;
+        }
+        let depth = depths.depth(work_key(wf));
+        for index in 0..wf.instances {
+            if runnable.len() >= offered {
+                break;
+            }
+            let r = InstanceRef {
+                job: id.to_string(),
+                workflow: w as u32,
+                index,
+            };
+            runnable.push(super::service::demand(
+                spec,
+                w,
+                key(&r, 1),
+                Default::default(),
+                default_strategy,
+                depth,
+            ));
         }
     }
-    d
+    place(workers, &p.active, runnable, rng)
+}
+
+/// Queue slots the live workers offer in all.
+fn offered_slots(workers: &HashMap<String, WorkerView>) -> usize {
+    workers
+        .values()
+        .filter(|w| matches!(w.state, MemberState::Alive | MemberState::Suspect))
+        .map(|w| w.cores as usize * SLOTS_PER_CORE as usize)
+        .sum()
 }
 
 /// One tick on a node: decide, commit each decision, then act on what committed.
@@ -445,7 +531,7 @@ async fn round(
     let mut orders: BTreeMap<String, Vec<Order>> = BTreeMap::new();
     let decided = tokio::time::Instant::now();
     if let Some(cmd) = d.schedule
-        && let JobResponse::Scheduled { places, fence } = mgr.write(cmd).await?
+        && let JobResponse::Scheduled { places, fence } = mgr.write_here(cmd).await?
     {
         tracing::debug!(
             placed = places.len(),
@@ -467,6 +553,20 @@ async fn round(
         dispatch(mgr, worker, orders);
     }
     Ok(())
+}
+
+/// Sends what an entry placed: one message per worker.
+pub(super) fn dispatch_places(mgr: &Arc<JobsManager>, places: Vec<Place>, fence: (u64, u64)) {
+    let mut orders: BTreeMap<String, Vec<Order>> = BTreeMap::new();
+    for p in places {
+        orders
+            .entry(p.worker)
+            .or_default()
+            .push((p.instance, p.attempt, fence));
+    }
+    for (worker, orders) in orders {
+        dispatch(mgr, worker, orders);
+    }
 }
 
 /// Sends one worker its Run orders of this round as one message, in the background

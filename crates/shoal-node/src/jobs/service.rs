@@ -124,6 +124,45 @@ impl JobsManager {
         job_response(applied.response)
     }
 
+    /// Where a new job's first instances go (see `leader::first_placements`).
+    fn first_placements(&self, id: &str, spec: &JobSpec, term: u64) -> shoal_state::jobs::Placing {
+        let workers = self.workers();
+        let now = now_ms();
+        let depths = self.depths.lock().unwrap_or_else(|p| p.into_inner());
+        let places = self.replica.group.read(|s| {
+            super::leader::first_placements(
+                s,
+                id,
+                spec,
+                super::leader::RoundInputs {
+                    workers: &workers,
+                    now,
+                    unknown_grace_passed: false,
+                    term,
+                    rng: shoal_sched::Rng::seeded(now),
+                    default_strategy: self.default_strategy,
+                    depths: &depths,
+                },
+            )
+        });
+        shoal_state::jobs::Placing { term, places }
+    }
+
+    /// Commits a leader decision here, never forwarded: if this manager is no longer
+    /// the leader, the decision is void (the next leader decides again).
+    pub(super) async fn write_here(&self, cmd: JobCommand) -> Result<JobResponse, Status> {
+        let applied = self
+            .replica
+            .group
+            .propose(SmRequest {
+                client: None,
+                command: Command::Jobs(cmd),
+            })
+            .await
+            .map_err(group_status)?;
+        job_response(applied.response)
+    }
+
     pub(super) fn is_leader(&self) -> Option<u64> {
         let (id, term) = self.replica.group.leader()?;
         (id == self.replica.group.id()).then_some(term)
@@ -571,20 +610,62 @@ impl Jobs for JobsService {
         };
         shoal_state::jobs::validate_name("id", &id).map_err(jobs_status)?;
         self.mgr.check_placeable(&spec, source)?;
-        let created = match self
+        // The leader places what it can at once, in the Submit entry itself.
+        let place = self
             .mgr
-            .write(JobCommand::Submit {
+            .is_leader()
+            .map(|term| self.mgr.first_placements(&id, &spec, term));
+        let submit = |place| SmRequest {
+            client: None,
+            command: Command::Jobs(JobCommand::Submit {
                 id: id.clone(),
-                spec,
+                spec: spec.clone(),
                 now_ms: now_ms(),
-            })
-            .await?
-        {
-            JobResponse::Submitted { created, .. } => created,
+                place,
+            }),
+        };
+        let applied = match place {
+            // Placements are this leader's decision: proposed here or not at all.
+            Some(place) => match self.mgr.replica.group.propose(submit(Some(place))).await {
+                Err(shoal_raft::group::GroupError::NotLeader { .. }) => {
+                    self.mgr.replica.write(submit(None)).await
+                }
+                other => other,
+            },
+            None => self.mgr.replica.write(submit(None)).await,
+        }
+        .map_err(group_status)?;
+        let index = applied.index.0;
+        let created = match job_response(applied.response)? {
+            JobResponse::Submitted {
+                created, scheduled, ..
+            } => {
+                if let Some((places, fence)) = scheduled {
+                    super::leader::dispatch_places(&self.mgr, places, fence);
+                }
+                created
+            }
             other => return Err(Status::internal(format!("unexpected {other:?}"))),
         };
         self.mgr.wake.notify_one();
-        let job = self.linearized_job(&id).await?;
+        // This manager's state at or past the submission answers (no read index:
+        // whatever was committed before the submission is in it too).
+        let _ = self
+            .mgr
+            .replica
+            .group
+            .await_applied(index, Duration::from_secs(5))
+            .await;
+        let job = self
+            .mgr
+            .replica
+            .group
+            .read(|s| (s.last_applied.0 >= index).then(|| s.jobs.get(&id).map(job_doc)))
+            .flatten();
+        let job = match job {
+            Some(job) => job,
+            None => self.linearized_job(&id).await?,
+        };
         Ok(Response::new(pb::SubmitResponse {
             id,
             created,
@@ -639,14 +720,22 @@ impl Jobs for JobsService {
         let id = r.into_inner().id;
         let first = self.linearized_job(&id).await?;
         let mgr = self.mgr.clone();
+        // The index the last look saw (read with the job, under one lock: an entry
+        // applied between the look and the wait is not missed).
+        let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
         Ok(Response::new(super::watch_stream(first, move || {
-            let (mgr, id) = (mgr.clone(), id.clone());
+            let (mgr, id, seen) = (mgr.clone(), id.clone(), seen.clone());
             async move {
                 // Look again as soon as anything new is applied here (or every
                 // WATCH_EVERY): a change is sent within a commit, not a polling period.
-                let next = mgr.replica.group.applied_index() + 1;
+                let next = seen.load(std::sync::atomic::Ordering::Relaxed) + 1;
                 let _ = mgr.replica.group.await_applied(next, WATCH_EVERY).await;
-                match mgr.replica.group.read(|s| s.jobs.get(&id).map(job_doc)) {
+                let (job, at) = mgr
+                    .replica
+                    .group
+                    .read(|s| (s.jobs.get(&id).map(job_doc), s.last_applied.0));
+                seen.store(at, std::sync::atomic::Ordering::Relaxed);
+                match job {
                     Some(job) => Ok(Some(job)),
                     None => Err(Status::not_found(format!("job {id}: forgotten"))),
                 }
@@ -722,16 +811,26 @@ impl WorkerReports for ReportsService {
     ) -> Result<Response<InternalMessage>, Status> {
         let m: ReportBatch = self.mgr.wire.open(r.get_ref())?;
         shoal_state::jobs::validate_name("worker", &m.worker).map_err(jobs_status)?;
-        let mut finished = false;
-        {
+        let finished = m
+            .reports
+            .iter()
+            .any(|rep| matches!(rep.event, Event::Finished { .. }));
+        // Run times, per kind of work, for the leader's queue depths.
+        let ran: Vec<(u64, u64)> = self.mgr.replica.group.read(|s| {
+            m.reports
+                .iter()
+                .filter_map(|rep| {
+                    let us = rep.ran_us?;
+                    let job = s.jobs.get(&rep.instance.job)?;
+                    let wf = job.spec.workflows.get(rep.instance.workflow as usize)?;
+                    Some((super::leader::work_key(wf), us))
+                })
+                .collect()
+        });
+        if !ran.is_empty() {
             let mut depths = self.mgr.depths.lock().unwrap_or_else(|p| p.into_inner());
-            for rep in &m.reports {
-                if matches!(rep.event, Event::Finished { .. }) {
-                    finished = true;
-                    if let Some(us) = rep.ran_us {
-                        depths.record(&rep.instance.job, rep.instance.workflow, us);
-                    }
-                }
+            for (work, us) in ran {
+                depths.record(work, us);
             }
         }
         let sent = m.reports.len();
