@@ -7,8 +7,15 @@
 //! - `single`: S one-instance jobs one after another; submit → completion observed by
 //!   the client (a `Watch` stream), p50/p99.
 //!
+//! - `redispatch`: R trials of: a fresh 1-core worker joins, a 2-instance `sleep` job
+//!   puts one instance on it and one on the cluster's own worker, the new worker is
+//!   killed (SIGKILL); measured from the kill: when the manager leader's gossip view
+//!   declares it failed, and when the job shows its instance placed on the surviving
+//!   worker (attempt 2). The bound: re-dispatch ≤ detection + 100 ms.
+//!
 //! Prints one JSON line per result. Usage:
-//!   shoal-jobs-bench [--tasks 10000] [--jobs 1000] [--single 200] [--port 31000]
+//!   shoal-jobs-bench [--tasks 10000] [--jobs 1000] [--single 200] [--redispatch 10]
+//!                    [--port 31000]
 
 use std::{
     process::Stdio,
@@ -52,7 +59,14 @@ async fn main() {
     let tasks = arg("--tasks", 10_000);
     let jobs = arg("--jobs", 1_000);
     let single = arg("--single", 200);
+    let redispatch = arg("--redispatch", 0);
     let port = arg("--port", 31_000) as u16;
+    // The managers keep the last 1,000 finished jobs; the `jobs` result reads them back.
+    assert!(
+        jobs <= shoal_state::jobs::FINISHED_JOBS_KEPT as u64,
+        "--jobs: at most {} (finished jobs kept)",
+        shoal_state::jobs::FINISHED_JOBS_KEPT
+    );
     let dir = std::env::temp_dir().join(format!("shoal-jobs-bench-{}", std::process::id()));
     let mut dev = tokio::process::Command::new(shoal_bin())
         .args(["dev", "--managers", "3", "--gates", "0", "--workers", "2"])
@@ -60,13 +74,16 @@ async fn main() {
         .arg("--data-dir")
         .arg(&dir)
         .env("RUST_LOG", "warn")
+        .env("SHOAL_CLUSTER_KEY", CLUSTER_KEY)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("start shoal dev (build it first: cargo build --release)");
-    let managers: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", port + 2 * i)).collect();
+    let managers: Vec<String> = (0..3)
+        .map(|i| format!("127.0.0.1:{}", port + 2 * i))
+        .collect();
     // Ready: a leader, and both workers alive in its view.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -188,6 +205,137 @@ async fn main() {
         percentile(&lat, 0.99),
         percentile(&acked, 0.5)
     );
+    if redispatch > 0 {
+        redispatch_trials(&client, &managers, &dir, port, redispatch).await;
+    }
     let _ = dev.kill().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The bench cluster's gossip key (workers added by hand need it).
+const CLUSTER_KEY: &str = "5b1e0c0ffee0ddba11ab1eca5e5eedf00d5b1e0c0ffee0ddba11ab1eca5e5eed";
+
+/// The manager leader's address, as manager 1 sees it.
+async fn leader_addr(managers: &[String]) -> Option<String> {
+    let doc = AdminClient::new(managers[0].clone()).status().await.ok()?;
+    let id = doc.raft?["leader_id"].as_str()?.to_string();
+    doc.members
+        .iter()
+        .find(|m| m.id == id)
+        .map(|m| m.addr.clone())
+}
+
+async fn redispatch_trials(
+    client: &JobsClient,
+    managers: &[String],
+    dir: &std::path::Path,
+    port: u16,
+    trials: u64,
+) {
+    let mut detect = Vec::new();
+    let mut after_detect = Vec::new();
+    for t in 0..trials {
+        let id = format!("v{t}");
+        let listen = format!("127.0.0.1:{}", port + 100 + 2 * t as u16);
+        let mut victim = tokio::process::Command::new(shoal_bin())
+            .args(["node", "--role", "worker", "--id", &id, "--listen", &listen])
+            .args([
+                "--profile",
+                "local",
+                "--cores",
+                "1",
+                "--seeds",
+                &managers[0],
+            ])
+            .arg("--data-dir")
+            .arg(dir.join(&id))
+            .env("SHOAL_CLUSTER_KEY", CLUSTER_KEY)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start a worker");
+        // The leader sees it alive.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let leader = loop {
+            if let Some(addr) = leader_addr(managers).await
+                && let Ok(doc) = AdminClient::new(addr.clone()).status().await
+                && doc
+                    .members
+                    .iter()
+                    .any(|m| m.id == id && m.state.to_string() == "alive")
+            {
+                break addr;
+            }
+            assert!(Instant::now() < deadline, "worker {id} did not join");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let spec = "name = \"redispatch\"\n[[workflows]]\nname = \"s\"\nkind = \"sleep\"\nargs = { ms = 600000 }\ninstances = 2\nmax_retries = 1\n";
+        let job = client
+            .submit(spec, "redispatch.toml", Format::Toml, None)
+            .await
+            .expect("submit")
+            .id;
+        // One instance runs on the new worker (least-connections spreads the two).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let index = loop {
+            let j = client.get(&job).await.expect("get");
+            if let Some(i) = j.workflows[0]
+                .instances
+                .iter()
+                .find(|i| i.worker == id && i.state == "running")
+            {
+                break i.index as usize;
+            }
+            assert!(Instant::now() < deadline, "no instance ran on {id}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let _ = victim.start_kill();
+        let killed = Instant::now();
+        let _ = victim.wait().await;
+        let admin = AdminClient::new(leader.clone());
+        let (mut seen_failed, mut seen_moved) = (None, None);
+        let deadline = killed + Duration::from_secs(30);
+        while seen_failed.is_none() || seen_moved.is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "trial {t}: no re-dispatch in 30 s"
+            );
+            if seen_failed.is_none()
+                && let Ok(doc) = admin.status().await
+                && doc
+                    .members
+                    .iter()
+                    .any(|m| m.id == id && m.state.to_string() == "failed")
+            {
+                seen_failed = Some(killed.elapsed());
+            }
+            if seen_moved.is_none()
+                && let Ok(j) = client.get(&job).await
+                && j.workflows[0].instances[index].attempts >= 2
+                && j.workflows[0].instances[index].worker != id
+            {
+                seen_moved = Some(killed.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let (f, m) = (
+            seen_failed.expect("seen").as_secs_f64() * 1000.0,
+            seen_moved.expect("seen").as_secs_f64() * 1000.0,
+        );
+        detect.push(f);
+        after_detect.push(m - f);
+        let _ = client.cancel(&job).await;
+    }
+    detect.sort_by(f64::total_cmp);
+    after_detect.sort_by(f64::total_cmp);
+    println!(
+        "{{\"bench\":\"redispatch\",\"system\":\"shoal\",\"trials\":{trials},\"detect_p50_ms\":{:.0},\"detect_max_ms\":{:.0},\"redispatch_after_detect_p50_ms\":{:.1},\"redispatch_after_detect_max_ms\":{:.1}}}",
+        percentile(&detect, 0.5),
+        percentile(&detect, 1.0),
+        percentile(&after_detect, 0.5),
+        percentile(&after_detect, 1.0)
+    );
 }

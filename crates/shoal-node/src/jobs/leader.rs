@@ -26,6 +26,8 @@ use std::{
 
 use shoal_sched::{Demand, InstanceKey, Rng, Scheduler, Strategy};
 
+use futures_util::StreamExt as _;
+use shoal_membership::EventKind;
 use shoal_state::{
     JobCommand, JobResponse,
     jobs::{InstanceRef, Place, RunState},
@@ -209,15 +211,37 @@ pub async fn run(mgr: Arc<JobsManager>) {
     let mut leading_since: Option<(u64, tokio::time::Instant)> = None;
     let mut rounds: u64 = 0;
     let mut seen_applied = 0;
+    let mut events = Box::pin(mgr.membership.events());
     loop {
         // A round when anything new is applied here (a submission or a report through
-        // any manager), when woken, or every tick; rounds at most every ROUND_GAP, so
-        // a burst of entries makes one round, not one each.
+        // any manager), when a worker joins, fails or leaves (its instances go
+        // elsewhere within a round of the verdict, not a tick), when woken, or every
+        // tick; rounds at most every ROUND_GAP, so a burst of entries makes one round,
+        // not one each.
         let group = mgr.replica.group.clone();
+        let worker_changed = async {
+            loop {
+                match events.next().await {
+                    Some(e)
+                        if e.member.role == Some(shoal_types::Role::Worker)
+                            && matches!(
+                                e.kind,
+                                EventKind::NodeFailed | EventKind::NodeLeft | EventKind::NodeJoined
+                            ) =>
+                    {
+                        return;
+                    }
+                    Some(_) => {}
+                    // The membership agent stopped: no more events; ticks go on.
+                    None => std::future::pending::<()>().await,
+                }
+            }
+        };
         tokio::select! {
             _ = tick.tick() => {}
             () = mgr.wake.notified() => {}
             _ = group.await_applied(seen_applied + 1, TICK) => {}
+            () = worker_changed => {}
         }
         seen_applied = mgr.replica.group.applied_index();
         tokio::time::sleep(ROUND_GAP).await;
