@@ -39,6 +39,8 @@ use crate::kv::group_status;
 pub const SPEC_BYTES_MAX: usize = 1024 * 1024;
 /// How often `Watch` looks for changes when nothing is applied.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// `Watch` sends a running job's document at most this often (its end at once).
+const WATCH_PROGRESS_EVERY: Duration = Duration::from_millis(50);
 /// Bound on one order to a worker.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -723,21 +725,39 @@ impl Jobs for JobsService {
         // The index the last look saw (read with the job, under one lock: an entry
         // applied between the look and the wait is not missed).
         let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let last_doc = Arc::new(Mutex::new(tokio::time::Instant::now()));
         Ok(Response::new(super::watch_stream(first, move || {
-            let (mgr, id, seen) = (mgr.clone(), id.clone(), seen.clone());
+            let (mgr, id, seen, last_doc) =
+                (mgr.clone(), id.clone(), seen.clone(), last_doc.clone());
             async move {
                 // Look again as soon as anything new is applied here (or every
-                // WATCH_EVERY): a change is sent within a commit, not a polling period.
-                let next = seen.load(std::sync::atomic::Ordering::Relaxed) + 1;
-                let _ = mgr.replica.group.await_applied(next, WATCH_EVERY).await;
-                let (job, at) = mgr
-                    .replica
-                    .group
-                    .read(|s| (s.jobs.get(&id).map(job_doc), s.last_applied.0));
-                seen.store(at, std::sync::atomic::Ordering::Relaxed);
-                match job {
-                    Some(job) => Ok(Some(job)),
-                    None => Err(Status::not_found(format!("job {id}: forgotten"))),
+                // WATCH_EVERY): the end of a job is sent within a commit, not a polling
+                // period; changes before it at most every WATCH_PROGRESS_EVERY (a big
+                // job changes with every entry, and its document is large).
+                let mut wait = WATCH_EVERY;
+                loop {
+                    let next = seen.load(std::sync::atomic::Ordering::Relaxed) + 1;
+                    let _ = mgr.replica.group.await_applied(next, wait).await;
+                    let since = last_doc.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+                    let due = since >= WATCH_PROGRESS_EVERY;
+                    let (job, at) = mgr.replica.group.read(|s| {
+                        let job = s
+                            .jobs
+                            .get(&id)
+                            .map(|j| (due || j.finished_ms.is_some()).then(|| job_doc(j)));
+                        (job, s.last_applied.0)
+                    });
+                    seen.store(at, std::sync::atomic::Ordering::Relaxed);
+                    match job {
+                        Some(Some(job)) => {
+                            *last_doc.lock().unwrap_or_else(|p| p.into_inner()) =
+                                tokio::time::Instant::now();
+                            return Ok(Some(job));
+                        }
+                        // Held back: look again at the next entry or when due.
+                        Some(None) => wait = WATCH_PROGRESS_EVERY.saturating_sub(since),
+                        None => return Err(Status::not_found(format!("job {id}: forgotten"))),
+                    }
                 }
             }
         })))
