@@ -795,18 +795,24 @@ impl Jobs {
 
     /// Keeps at most `FINISHED_JOBS_KEPT` finished jobs (the oldest go first).
     fn forget_old(&mut self) {
-        let finished: Vec<(LogIndex, String)> = self
+        let mut finished: Vec<(LogIndex, &str)> = self
             .jobs
             .values()
             .filter(|j| j.state.is_terminal())
-            .map(|j| (j.index, j.id.clone()))
+            .map(|j| (j.index, j.id.as_str()))
             .collect();
-        if finished.len() > FINISHED_JOBS_KEPT {
-            let mut finished = finished;
-            finished.sort();
-            for (_, id) in finished.iter().take(finished.len() - FINISHED_JOBS_KEPT) {
-                self.jobs.remove(id);
-            }
+        if finished.len() <= FINISHED_JOBS_KEPT {
+            return;
+        }
+        let extra = finished.len() - FINISHED_JOBS_KEPT;
+        // Only the oldest `extra` need ordering.
+        finished.select_nth_unstable(extra - 1);
+        let gone: Vec<String> = finished[..extra]
+            .iter()
+            .map(|(_, id)| id.to_string())
+            .collect();
+        for id in gone {
+            self.jobs.remove(&id);
         }
     }
 

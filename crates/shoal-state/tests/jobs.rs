@@ -584,3 +584,33 @@ proptest! {
         prop_assert_eq!(batched.state.jobs, alone.state.jobs);
     }
 }
+
+/// Beyond `FINISHED_JOBS_KEPT` finished jobs, the oldest finished go first; unfinished
+/// jobs are never forgotten.
+#[test]
+fn the_oldest_finished_jobs_are_forgotten() {
+    use shoal_state::jobs::FINISHED_JOBS_KEPT;
+    let mut l = Ledger::new();
+    l.submit("running", spec(vec![wf("a", 1)])).unwrap();
+    let n = FINISHED_JOBS_KEPT + 3;
+    for i in 0..n {
+        let id = format!("j{i:05}");
+        l.submit(&id, spec(vec![wf("a", 1)])).unwrap();
+        l.apply(JobCommand::Cancel {
+            id,
+            timed_out: false,
+            reason: "done".into(),
+            now_ms: 2,
+        })
+        .unwrap();
+    }
+    // Forgetting happens at the next submission.
+    l.submit("last", spec(vec![wf("a", 1)])).unwrap();
+    assert_eq!(l.state.jobs.len(), FINISHED_JOBS_KEPT + 2);
+    for gone in ["j00000", "j00001", "j00002"] {
+        assert!(l.state.jobs.get(gone).is_none(), "{gone} kept");
+    }
+    for kept in ["j00003", "running", "last"] {
+        assert!(l.state.jobs.get(kept).is_some(), "{kept} forgotten");
+    }
+}

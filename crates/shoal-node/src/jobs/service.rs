@@ -638,6 +638,7 @@ impl Jobs for JobsService {
         }
         .map_err(group_status)?;
         let index = applied.index.0;
+        tracing::debug!(job = %id, index, "submission committed");
         let created = match job_response(applied.response)? {
             JobResponse::Submitted {
                 created, scheduled, ..
@@ -855,6 +856,7 @@ impl WorkerReports for ReportsService {
         }
         let sent = m.reports.len();
         tracing::debug!(worker = %m.worker, reports = sent, "report batch");
+        let took = tokio::time::Instant::now();
         let cmd = JobCommand::Reports {
             worker: m.worker,
             reports: m
@@ -881,6 +883,11 @@ impl WorkerReports for ReportsService {
                 .collect(),
             other => return Err(Status::internal(format!("unexpected {other:?}"))),
         };
+        tracing::debug!(
+            reports = sent,
+            commit_us = took.elapsed().as_micros() as u64,
+            "report batch committed"
+        );
         if finished {
             // Slots freed: the next round may place queued work.
             self.mgr.wake.notify_one();
