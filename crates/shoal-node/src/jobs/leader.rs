@@ -633,8 +633,11 @@ fn dispatch(mgr: &Arc<JobsManager>, worker: String, orders: Vec<Order>) {
                 let Some(addr) = mgr.workers().get(&worker).map(|w| w.addr.clone()) else {
                     break;
                 };
+                let sent = tokio::time::Instant::now();
+                tracing::trace!(%worker, orders = batch.orders.len(), "sending run orders");
                 match mgr.send_run(&addr, &batch).await {
                     Ok(replies) => {
+                        tracing::trace!(%worker, rtt_us = sent.elapsed().as_micros() as u64, "run orders taken");
                         for (o, reply) in batch.orders.iter().zip(&replies) {
                             if let OrderReply::StaleFence { seen_term } = reply {
                                 // A newer leader exists; it owns this instance now.
