@@ -154,6 +154,7 @@ impl KvService {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn put(&self, r: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        tracing::trace!("kv put in");
         let r = r.into_inner();
         let client = tag(r.tag)?;
         let (applied, result) = self

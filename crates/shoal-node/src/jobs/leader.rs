@@ -210,15 +210,14 @@ pub async fn run(mgr: Arc<JobsManager>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading_since: Option<(u64, tokio::time::Instant)> = None;
     let mut rounds: u64 = 0;
-    let mut seen_applied = 0;
+    let mut jobs_changes = mgr.replica.group.jobs_changes();
     let mut events = Box::pin(mgr.membership.events());
     loop {
-        // A round when anything new is applied here (a submission or a report through
-        // any manager), when a worker joins, fails or leaves (its instances go
-        // elsewhere within a round of the verdict, not a tick), when woken, or every
-        // tick; rounds at most every ROUND_GAP, so a burst of entries makes one round,
-        // not one each.
-        let group = mgr.replica.group.clone();
+        // A round when a jobs command is applied here (a submission or a report
+        // through any manager; KV and chat writes do not wake it), when a worker
+        // joins, fails or leaves (its instances go elsewhere within a round of the
+        // verdict, not a tick), when woken, or every tick; rounds at most every
+        // ROUND_GAP, so a burst of entries makes one round, not one each.
         let worker_changed = async {
             loop {
                 match events.next().await {
@@ -240,10 +239,14 @@ pub async fn run(mgr: Arc<JobsManager>) {
         tokio::select! {
             _ = tick.tick() => {}
             () = mgr.wake.notified() => {}
-            _ = group.await_applied(seen_applied + 1, TICK) => {}
+            () = async {
+                // A stopped group sends no more: wait for the tick instead of spinning.
+                if jobs_changes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => {}
             () = worker_changed => {}
         }
-        seen_applied = mgr.replica.group.applied_index();
         tokio::time::sleep(ROUND_GAP).await;
         let Some(term) = mgr.is_leader() else {
             leading_since = None;

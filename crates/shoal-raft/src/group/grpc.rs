@@ -144,7 +144,10 @@ impl RaftRpc for RaftService {
                 Err(e) => Err(e.to_string()),
             };
             futures_util::future::ready(match req {
-                Ok(req) => Some(req),
+                Ok(req) => {
+                    tracing::trace!(entries = req.entries.len(), "append in");
+                    Some(req)
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "replication stream ends");
                     None
@@ -157,7 +160,10 @@ impl RaftRpc for RaftService {
             .raft()
             .stream_append(requests)
             .map(move |r| match r {
-                Ok(result) => encode(&result).map(|p| me.message(p)),
+                Ok(result) => {
+                    tracing::trace!("append result out");
+                    encode(&result).map(|p| me.message(p))
+                }
                 Err(fatal) => Err(Status::unavailable(format!("raft stopped: {fatal}"))),
             });
         Ok(Response::new(Box::pin(results)))
@@ -469,6 +475,7 @@ impl GrpcPeer {
         let me = self.me.clone();
         let sent = progress.clone();
         let outbound = input.filter_map(move |req| {
+            tracing::trace!(entries = req.entries.len(), "append out");
             let message = encode(&req).map(|p| me.message(p));
             if message.is_ok() {
                 lock(&sent).sent();
@@ -520,6 +527,7 @@ impl GrpcPeer {
                 };
                 match next? {
                     Ok(m) => {
+                        tracing::trace!("append result in");
                         lock(&progress).answered();
                         match decode::<StreamAppendResult<C>>(&m.payload) {
                             Ok(result) => {

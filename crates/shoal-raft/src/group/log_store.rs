@@ -440,8 +440,10 @@ impl RaftLogStorage<C> for LogStore {
             }
         }
         let written: Vec<(u64, u64)> = records.iter().map(|r| (r.index, r.term)).collect();
+        tracing::trace!(entries = written.len(), "log append");
         let tail = self.shared.tail.clone();
         self.write(Write::Append(records), move |result| {
+            tracing::trace!(entries = written.len(), "log flushed");
             if result.is_ok() {
                 lock_tail(&tail).flushed(&written);
             }

@@ -335,6 +335,11 @@ impl RaftGroup {
         self.state.applied_index()
     }
 
+    /// Changes to the jobs ledger (see `StateMachine::jobs_changes`).
+    pub fn jobs_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state.jobs_changes()
+    }
+
     /// The address a member registered with the group (voters and learners).
     pub fn member_addr(&self, id: u64) -> Option<String> {
         let metrics = self.raft.metrics();
@@ -565,6 +570,7 @@ async fn batch_proposals(
             }
         }
         let (requests, waiters): (Vec<Request>, Vec<_>) = batch.into_iter().unzip();
+        tracing::trace!(proposals = requests.len(), "to raft");
         match raft.client_write_many(requests).await {
             Ok(mut results) => {
                 tokio::spawn(async move {
@@ -581,6 +587,7 @@ async fn batch_proposals(
                             Ok(Err(e)) => Err(write_error(e)),
                             Err(fatal) => Err(GroupError::Fatal(fatal.to_string())),
                         };
+                        tracing::trace!("answered");
                         let _ = w.send(outcome);
                     }
                     // Waiters left without an answer hear that Raft stopped.

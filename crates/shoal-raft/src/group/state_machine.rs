@@ -18,7 +18,7 @@ use openraft::{
     alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf},
     storage::{EntryResponder, RaftStateMachine},
 };
-use shoal_state::{LogIndex, Response, State};
+use shoal_state::{LogIndex, Request, Response, State};
 
 use super::{ShoalRaft, SnapshotData, invalid_data, io_error};
 use crate::store::{DiskLog, SnapshotSaver};
@@ -42,6 +42,9 @@ pub struct StateMachine {
     /// Its own connection for writing snapshots (file logs), so a large one does not
     /// hold the log store's lock while it is written.
     saver: Option<Arc<Mutex<SnapshotSaver>>>,
+    /// Counts applied jobs commands (and installed snapshots): the jobs leader's loop
+    /// waits on it instead of on every entry (a KV or chat write is not its business).
+    jobs_changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl StateMachine {
@@ -67,6 +70,7 @@ impl StateMachine {
             inner: Arc::new(Mutex::new(inner)),
             disk,
             saver: saver.map(|s| Arc::new(Mutex::new(s))),
+            jobs_changes: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
 
@@ -89,6 +93,12 @@ impl StateMachine {
                 .save_snapshot(&meta, data),
         }
         .map_err(io_error)
+    }
+
+    /// Changes to the jobs ledger: the value counts applied jobs commands and installed
+    /// snapshots.
+    pub fn jobs_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.jobs_changes.subscribe()
     }
 
     /// Index of the last applied entry.
@@ -140,6 +150,7 @@ impl RaftStateMachine<C> for StateMachine {
         Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + Send,
     {
         while let Some((entry, responder)) = entries.try_next().await? {
+            tracing::trace!(index = entry.log_id.index, "apply");
             let response = {
                 let mut inner = self.lock();
                 inner.last_applied = Some(entry.log_id);
@@ -154,6 +165,13 @@ impl RaftStateMachine<C> for StateMachine {
                     }
                 }
             };
+            if let EntryPayload::Normal(Request {
+                command: shoal_state::Command::Jobs(_),
+                ..
+            }) = &entry.payload
+            {
+                self.jobs_changes.send_modify(|n| *n += 1);
+            }
             if let Some(responder) = responder {
                 responder.send(response);
             }
@@ -173,11 +191,14 @@ impl RaftStateMachine<C> for StateMachine {
         let data = snapshot.into_inner();
         let state = State::from_bytes(&data).map_err(invalid_data)?;
         self.persist(meta, &data)?;
-        let mut inner = self.lock();
-        inner.state = state;
-        inner.last_applied = meta.last_log_id;
-        inner.membership = meta.last_membership.clone();
-        inner.snapshot = Some((meta.clone(), data));
+        {
+            let mut inner = self.lock();
+            inner.state = state;
+            inner.last_applied = meta.last_log_id;
+            inner.membership = meta.last_membership.clone();
+            inner.snapshot = Some((meta.clone(), data));
+        }
+        self.jobs_changes.send_modify(|n| *n += 1);
         Ok(())
     }
 
