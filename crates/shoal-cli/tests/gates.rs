@@ -153,6 +153,17 @@ fn jobs_run_in_one_or_both_datacenters_and_move_when_one_loses_quorum() {
     );
     let job: Value = serde_json::from_slice(&out.stdout).expect("job JSON");
     assert_eq!(job["state"], "completed", "{job}");
+    // The gate's status: the job it placed, and both DCs as it routes by them.
+    let doc = status(&c.gate).expect("gate status");
+    let jobs = doc.jobs.expect("the gate's jobs section");
+    assert!(jobs["jobs_known"].as_u64() >= Some(1), "{jobs}");
+    let dcs: Vec<(&str, bool)> = jobs["datacenters"]
+        .as_array()
+        .expect("datacenters")
+        .iter()
+        .map(|d| (d["dc"].as_str().unwrap_or(""), d["healthy"] == true))
+        .collect();
+    assert_eq!(dcs, [("dc1", true), ("dc2", true)], "{jobs}");
     let mut ws = workers_of(&job);
     ws.sort();
     assert_eq!(
@@ -224,4 +235,14 @@ fn jobs_run_in_one_or_both_datacenters_and_move_when_one_loses_quorum() {
         moved && done
     });
     assert_eq!(workers_of(&last).len(), 2, "{last}");
+    // The gate's status says why: that DC is not healthy (no majority of managers).
+    let doc = status(&c.gate).expect("gate status");
+    let jobs = doc.jobs.expect("the gate's jobs section");
+    let lost = jobs["datacenters"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["dc"] == first_dc.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(lost["healthy"], false, "{jobs}");
+    assert_eq!(lost["managers_alive"], 1, "{jobs}");
 }

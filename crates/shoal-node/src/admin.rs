@@ -55,6 +55,8 @@ pub enum JobsView {
     Manager(std::sync::Arc<crate::jobs::service::JobsManager>),
     /// What this worker runs.
     Worker(std::sync::Arc<crate::jobs::worker::WorkerRuntime>),
+    /// The jobs this gate placed and the datacenters it routes to.
+    Gate(std::sync::Arc<crate::jobs::gate::Gate>),
     None,
 }
 
@@ -71,6 +73,7 @@ impl JobsView {
                     "cores": l.cores,
                 }))
             }
+            JobsView::Gate(g) => Some(g.status_section()),
             JobsView::None => None,
         }
     }

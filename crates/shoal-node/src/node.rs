@@ -213,7 +213,8 @@ impl Node {
             jobs: match &services {
                 grpc::RoleServices::Manager(m) => admin::JobsView::Manager(m.jobs.clone()),
                 grpc::RoleServices::Worker(w) => admin::JobsView::Worker(w.clone()),
-                grpc::RoleServices::Gate(_) | grpc::RoleServices::None => admin::JobsView::None,
+                grpc::RoleServices::Gate(g) => admin::JobsView::Gate(g.gate.clone()),
+                grpc::RoleServices::None => admin::JobsView::None,
             },
             chat: match &services {
                 grpc::RoleServices::Manager(m) => Some(m.chat.clone()),

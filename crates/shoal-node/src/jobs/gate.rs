@@ -149,6 +149,40 @@ impl Gate {
         dcs
     }
 
+    /// The `jobs` section of /v1/status on a gate: the jobs the gates placed (from this
+    /// gate's copy of their records) and each datacenter as this gate sees it — what it
+    /// routes by.
+    pub fn status_section(&self) -> serde_json::Value {
+        let records: Vec<Record> = self.replica.group.read(|s| {
+            s.kv.list(RECORD_PREFIX)
+                .filter_map(|(_, e)| serde_json::from_slice::<Record>(&e.value).ok())
+                .collect()
+        });
+        let unfinished: Vec<&Record> = records.iter().filter(|r| !r.finished).collect();
+        let dcs: Vec<serde_json::Value> = self
+            .dcs()
+            .into_iter()
+            .map(|(dc, v)| {
+                let here = unfinished.iter().filter(|r| r.dcs.contains(&dc)).count();
+                serde_json::json!({
+                    "dc": dc,
+                    "healthy": v.healthy(),
+                    "managers_alive": v.managers_alive,
+                    "managers_known": v.managers_known,
+                    "has_leader": v.has_leader,
+                    "total_cores": v.total_cores,
+                    "largest_worker_cores": v.largest_worker,
+                    "jobs_unfinished": here,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "jobs_known": records.len(),
+            "jobs_unfinished": unfinished.len(),
+            "datacenters": dcs,
+        })
+    }
+
     /// A client to the managers of `dc` (rebuilt when their addresses change).
     fn client(&self, dc: &str) -> Result<Arc<JobsClient>, Status> {
         let managers = self
