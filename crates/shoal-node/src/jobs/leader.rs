@@ -555,7 +555,7 @@ async fn round(
         mgr.write(cmd).await?;
         mgr.send_stops(vec![(r, worker)], (term, 0));
     }
-    let mut orders: BTreeMap<String, Vec<Order>> = BTreeMap::new();
+    let mut orders: Vec<(String, Order)> = Vec::new();
     let decided = tokio::time::Instant::now();
     if let Some(cmd) = d.schedule
         && let JobResponse::Scheduled { places, fence } = mgr.write_here(cmd).await?
@@ -566,32 +566,38 @@ async fn round(
             commit_us = decided.elapsed().as_micros() as u64,
             "scheduling round"
         );
-        for place in places {
-            orders
-                .entry(place.worker)
-                .or_default()
-                .push((place.instance, place.attempt, fence));
-        }
+        orders.extend(
+            places
+                .into_iter()
+                .map(|p| (p.worker, (p.instance, p.attempt, fence))),
+        );
     }
-    for (r, attempt, worker, fence) in d.resend {
-        orders.entry(worker).or_default().push((r, attempt, fence));
-    }
-    for (worker, orders) in orders {
-        dispatch(mgr, worker, orders);
-    }
+    orders.extend(
+        d.resend
+            .into_iter()
+            .map(|(r, attempt, worker, fence)| (worker, (r, attempt, fence))),
+    );
+    dispatch_all(mgr, orders);
     Ok(())
 }
 
 /// Sends what an entry placed: one message per worker.
 pub(super) fn dispatch_places(mgr: &Arc<JobsManager>, places: Vec<Place>, fence: (u64, u64)) {
-    let mut orders: BTreeMap<String, Vec<Order>> = BTreeMap::new();
-    for p in places {
-        orders
-            .entry(p.worker)
-            .or_default()
-            .push((p.instance, p.attempt, fence));
+    dispatch_all(
+        mgr,
+        places
+            .into_iter()
+            .map(|p| (p.worker, (p.instance, p.attempt, fence))),
+    );
+}
+
+/// Sends orders, one message per worker.
+fn dispatch_all(mgr: &Arc<JobsManager>, orders: impl IntoIterator<Item = (String, Order)>) {
+    let mut by_worker: BTreeMap<String, Vec<Order>> = BTreeMap::new();
+    for (worker, order) in orders {
+        by_worker.entry(worker).or_default().push(order);
     }
-    for (worker, orders) in orders {
+    for (worker, orders) in by_worker {
         dispatch(mgr, worker, orders);
     }
 }
