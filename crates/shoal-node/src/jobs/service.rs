@@ -576,6 +576,7 @@ impl Jobs for JobsService {
         &self,
         r: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
+        tracing::trace!("submit in");
         let r = r.into_inner();
         if r.spec.len() > SPEC_BYTES_MAX {
             return Err(Status::invalid_argument(format!(
@@ -612,6 +613,7 @@ impl Jobs for JobsService {
         };
         shoal_state::jobs::validate_name("id", &id).map_err(jobs_status)?;
         self.mgr.check_placeable(&spec, source)?;
+        tracing::trace!("submit checked");
         // The leader places what it can at once, in the Submit entry itself.
         let place = self
             .mgr
@@ -669,6 +671,7 @@ impl Jobs for JobsService {
             Some(job) => job,
             None => self.linearized_job(&id).await?,
         };
+        tracing::trace!("submit answered");
         Ok(Response::new(pb::SubmitResponse {
             id,
             created,
