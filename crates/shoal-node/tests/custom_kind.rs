@@ -10,7 +10,9 @@ use shoal_node::{
     jobs::exec::{CustomWork, Registry, WorkContext},
 };
 use shoal_state::jobspec::Format;
-use shoal_types::{NodeConfig, PartialConfig};
+use shoal_types::NodeConfig;
+
+mod common;
 
 struct Double;
 
@@ -30,18 +32,7 @@ impl CustomWork for Double {
 }
 
 fn config(id: &str, role: &str, seeds: Vec<String>, dir: &std::path::Path) -> NodeConfig {
-    NodeConfig::resolve(PartialConfig {
-        id: Some(id.into()),
-        role: Some(role.into()),
-        listen: Some("127.0.0.1:0".into()),
-        profile: Some("local".into()),
-        seeds: Some(seeds),
-        data_dir: Some(dir.join(id)),
-        bootstrap_expect: (role == "manager").then_some(1),
-        cores: Some(2),
-        ..Default::default()
-    })
-    .unwrap()
+    common::config(id, role, seeds, dir, 2)
 }
 
 const SPEC: &str = r#"

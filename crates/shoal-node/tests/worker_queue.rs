@@ -18,7 +18,9 @@ use shoal_node::{
     jobs::exec::{CustomWork, Registry, WorkContext},
 };
 use shoal_state::jobspec::Format;
-use shoal_types::{NodeConfig, PartialConfig};
+use shoal_types::NodeConfig;
+
+mod common;
 
 /// Runs about a millisecond and records how many instances run at once.
 #[derive(Clone, Default)]
@@ -46,18 +48,7 @@ impl CustomWork for Probe {
 }
 
 fn config(id: &str, role: &str, seeds: Vec<String>, dir: &std::path::Path) -> NodeConfig {
-    NodeConfig::resolve(PartialConfig {
-        id: Some(id.into()),
-        role: Some(role.into()),
-        listen: Some("127.0.0.1:0".into()),
-        profile: Some("local".into()),
-        seeds: Some(seeds),
-        data_dir: Some(dir.join(id)),
-        bootstrap_expect: (role == "manager").then_some(1),
-        cores: Some(1),
-        ..Default::default()
-    })
-    .unwrap()
+    common::config(id, role, seeds, dir, 1)
 }
 
 const INSTANCES: usize = 200;

@@ -1,0 +1,26 @@
+//! Shared by the in-process node tests.
+
+use shoal_types::{NodeConfig, PartialConfig};
+
+/// A node on loopback (port picked by the OS), profile `local`, data under `dir/id`; a
+/// manager forms its group alone.
+pub fn config(
+    id: &str,
+    role: &str,
+    seeds: Vec<String>,
+    dir: &std::path::Path,
+    cores: u32,
+) -> NodeConfig {
+    NodeConfig::resolve(PartialConfig {
+        id: Some(id.into()),
+        role: Some(role.into()),
+        listen: Some("127.0.0.1:0".into()),
+        profile: Some("local".into()),
+        seeds: Some(seeds),
+        data_dir: Some(dir.join(id)),
+        bootstrap_expect: (role == "manager").then_some(1),
+        cores: Some(cores),
+        ..Default::default()
+    })
+    .unwrap()
+}
