@@ -407,6 +407,27 @@ fn fdatasync_p50(dir: &std::path::Path) -> f64 {
     percentile(&lat, 0.5)
 }
 
+/// CPU time (user + system) a process has used so far, in microseconds, from
+/// /proc/PID/stat (fields 14 and 15, in clock ticks of 1/100 s on Linux).
+fn cpu_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it start past ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10_000)
+}
+
+impl Cluster {
+    /// Each replica's CPU time so far (µs); 0 for one that is not running.
+    fn cpu(&self) -> Vec<u64> {
+        self.procs
+            .iter()
+            .map(|p| p.as_ref().and_then(|c| cpu_us(c.id())).unwrap_or(0))
+            .collect()
+    }
+}
+
 /// `n` clients write for `secs` seconds to `endpoint`: (writes/s, p50 ms, p99 ms).
 async fn drive(system: System, endpoint: &str, n: usize, secs: u64) -> (f64, f64, f64) {
     drive_op(system, Op::Put, endpoint, n, secs).await
@@ -470,18 +491,33 @@ async fn throughput(clients: &[usize], secs: u64) {
         "\nfdatasync p50 {fsync:.3} ms · gRPC round trip p50 {rtt:.3} ms · 1-client target (3 × fdatasync + round trip) {:.3} ms",
         3.0 * fsync + rtt
     );
-    println!("\n| system | clients | writes/s | p50 | p99 |\n|---|---|---|---|---|");
+    println!(
+        "\n| system | clients | writes/s | p50 | p99 | CPU per write: leader / followers / load generator |\n|---|---|---|---|---|---|"
+    );
     for &n in clients {
         for (k, s) in systems.iter().enumerate() {
             let c = Cluster::new(*s, 24000 + 100 * k as u16);
             let leader = c.healthy().await;
+            let (before, me_before) = (c.cpu(), cpu_us(std::process::id()).unwrap_or(0));
             let (rate, p50, p99) = drive(*s, &c.endpoints[leader], n, secs).await;
+            let (after, me_after) = (c.cpu(), cpu_us(std::process::id()).unwrap_or(0));
+            // CPU per acknowledged write: the leader, the two followers together, and
+            // this load generator (same client library work for both systems).
+            let writes = (rate * secs as f64).max(1.0);
+            let per = |us: u64| us as f64 / writes;
+            let used: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+            let followers: u64 = (0..3).filter(|i| *i != leader).map(|i| used[i]).sum();
+            let (lead_us, fol_us, gen_us) = (
+                per(used[leader]),
+                per(followers),
+                per(me_after - me_before),
+            );
             println!(
-                "{{\"bench\":\"throughput\",\"system\":\"{}\",\"clients\":{n},\"writes_per_s\":{rate:.0},\"p50_ms\":{p50:.2},\"p99_ms\":{p99:.2}}}",
+                "{{\"bench\":\"throughput\",\"system\":\"{}\",\"clients\":{n},\"writes_per_s\":{rate:.0},\"p50_ms\":{p50:.2},\"p99_ms\":{p99:.2},\"cpu_us_per_write\":{{\"leader\":{lead_us:.1},\"followers\":{fol_us:.1},\"load_generator\":{gen_us:.1}}}}}",
                 s.label()
             );
             println!(
-                "| {} | {n} | {rate:.0} | {p50:.2} ms | {p99:.2} ms |",
+                "| {} | {n} | {rate:.0} | {p50:.2} ms | {p99:.2} ms | {lead_us:.0} / {fol_us:.0} / {gen_us:.0} µs |",
                 s.label()
             );
         }

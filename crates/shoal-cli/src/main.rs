@@ -52,11 +52,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cmd::init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match &cli.command {
+        Command::Node(node) => cmd::node::runtime(node),
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

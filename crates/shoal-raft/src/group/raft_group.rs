@@ -215,7 +215,8 @@ impl RaftGroup {
         let store = LogStore::open(log, options.write_mode)
             .map_err(|e| GroupError::Fatal(e.to_string()))?;
         let state =
-            StateMachine::open(store.shared()).map_err(|e| GroupError::Fatal(e.to_string()))?;
+            StateMachine::open_with(store.shared(), options.write_mode == WriteMode::Background)
+                .map_err(|e| GroupError::Fatal(e.to_string()))?;
         let raft = Raft::new(id, config, network, store, state.clone())
             .await
             .map_err(|e| GroupError::Fatal(e.to_string()))?;

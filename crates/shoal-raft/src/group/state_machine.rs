@@ -45,11 +45,20 @@ pub struct StateMachine {
     /// Counts applied jobs commands (and installed snapshots): the jobs leader's loop
     /// waits on it instead of on every entry (a KV or chat write is not its business).
     jobs_changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Write snapshots on a blocking-pool thread, not the runtime's (a node on a
+    /// one-thread runtime would stop answering heartbeats while a large one is written).
+    /// Off in simulation, which must stay on its one thread.
+    offload: bool,
 }
 
 impl StateMachine {
     /// Opens the state machine on the group's store: starts from its snapshot, if any.
     pub fn open(disk: Arc<Mutex<DiskLog>>) -> Result<Self, io::Error> {
+        Self::open_with(disk, false)
+    }
+
+    /// As [`open`](Self::open); `offload` writes snapshots off the runtime's threads.
+    pub fn open_with(disk: Arc<Mutex<DiskLog>>, offload: bool) -> Result<Self, io::Error> {
         let (stored, saver) = {
             let disk = disk.lock().unwrap_or_else(|p| p.into_inner());
             (
@@ -71,6 +80,7 @@ impl StateMachine {
             disk,
             saver: saver.map(|s| Arc::new(Mutex::new(s))),
             jobs_changes: Arc::new(tokio::sync::watch::channel(0).0),
+            offload,
         })
     }
 
@@ -93,6 +103,22 @@ impl StateMachine {
                 .save_snapshot(&meta, data),
         }
         .map_err(io_error)
+    }
+
+    /// [`persist`](Self::persist), on a blocking-pool thread when `offload` is set.
+    async fn persist_off(
+        &self,
+        meta: SnapshotMetaOf<C>,
+        data: Vec<u8>,
+    ) -> Result<(SnapshotMetaOf<C>, Vec<u8>), io::Error> {
+        if !self.offload {
+            self.persist(&meta, &data)?;
+            return Ok((meta, data));
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.persist(&meta, &data).map(|()| (meta, data)))
+            .await
+            .map_err(io_error)?
     }
 
     /// Changes to the jobs ledger: the value counts applied jobs commands and installed
@@ -125,7 +151,7 @@ impl RaftSnapshotBuilder<C> for StateMachine {
             };
             (meta, data)
         };
-        self.persist(&meta, &data)?;
+        let (meta, data) = self.persist_off(meta, data).await?;
         self.lock().snapshot = Some((meta.clone(), data.clone()));
         Ok(SnapshotOf::<C, SnapshotData> {
             meta,
@@ -190,7 +216,7 @@ impl RaftStateMachine<C> for StateMachine {
     ) -> Result<(), io::Error> {
         let data = snapshot.into_inner();
         let state = State::from_bytes(&data).map_err(invalid_data)?;
-        self.persist(meta, &data)?;
+        let data = self.persist_off(meta.clone(), data).await?.1;
         {
             let mut inner = self.lock();
             inner.state = state;
