@@ -223,6 +223,17 @@ fn invalid_config_exits_two_naming_the_key() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     }
+    // Runtime threads: checked by the argument parser, which names the flag and range.
+    for bad in ["0", "1025", "many"] {
+        let out = shoal()
+            .args(["node", "--role", "manager", "--id", "x"])
+            .args(["--listen", "127.0.0.1:0", "--threads", bad])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--threads {bad}: {stderr}");
+        assert!(stderr.contains("--threads"), "--threads {bad}: {stderr}");
+    }
     let dir = tempdir::Dir::new("cfg");
     let file = dir.path().join("node.toml");
     std::fs::write(&file, "id = \"f1\"\nrole = \"worker\"\nlisten = \"127.0.0.1:0\"\n[gossip]\nprobe_period_ms = 100\nprobe_timeout_ms = 100\n").unwrap();
