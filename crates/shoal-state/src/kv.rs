@@ -2,8 +2,6 @@
 //! get and list by prefix. Revisions are global and increase with every change, as in
 //! etcd: a key's `mod_revision` is the store revision of its last change.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::LogIndex;
@@ -72,7 +70,10 @@ pub struct KvEntry {
 /// The key-value state.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct KvStore {
-    entries: BTreeMap<String, KvEntry>,
+    /// A persistent ordered map: cloning it (for a snapshot) shares every node, and the
+    /// writes after it copy only the nodes they touch. Encodes as a map, as a
+    /// `BTreeMap` would (same snapshot bytes).
+    entries: imbl::OrdMap<String, KvEntry>,
     /// The store's revision: the number of changes ever applied.
     revision: u64,
 }
@@ -120,7 +121,7 @@ impl KvStore {
     /// Every key starting with `prefix`, in key order.
     pub fn list<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a KvEntry)> {
         self.entries
-            .range::<str, _>((
+            .range::<_, str>((
                 std::ops::Bound::Included(prefix),
                 std::ops::Bound::Unbounded,
             ))
@@ -211,5 +212,73 @@ impl KvStore {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn put(s: &mut KvStore, i: u64, key: &str, value: &str) {
+        let cmd = KvCommand::Put {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+        };
+        s.apply(LogIndex(i), &cmd).unwrap();
+    }
+
+    /// Snapshots written before the map became persistent must still open: the
+    /// store encodes exactly as it did with a `BTreeMap`.
+    #[test]
+    fn encodes_as_the_btreemap_it_replaced() {
+        #[derive(Serialize, Deserialize)]
+        struct Before {
+            entries: BTreeMap<String, KvEntry>,
+            revision: u64,
+        }
+        let mut s = KvStore::default();
+        for (i, k) in ["b", "a", "c/1", "c/0", "a"].iter().enumerate() {
+            put(&mut s, i as u64 + 1, k, &format!("v{i}"));
+        }
+        let before = Before {
+            entries: s
+                .entries
+                .iter()
+                .map(|(k, e)| (k.clone(), e.clone()))
+                .collect(),
+            revision: s.revision,
+        };
+        let old = postcard::to_allocvec(&before).unwrap();
+        assert_eq!(postcard::to_allocvec(&s).unwrap(), old);
+        let back: KvStore = postcard::from_bytes(&old).unwrap();
+        assert_eq!(back, s);
+        let keys: Vec<&String> = back.list("c/").map(|(k, _)| k).collect();
+        assert_eq!(keys, ["c/0", "c/1"]);
+    }
+
+    /// A snapshot is a clone: writes after it do not show in it.
+    #[test]
+    fn a_clone_keeps_its_contents_while_the_original_changes() {
+        let mut s = KvStore::default();
+        for i in 0..1_000 {
+            put(&mut s, i + 1, &format!("k{i:04}"), "old");
+        }
+        let snap = s.clone();
+        for i in 0..1_000 {
+            put(&mut s, 1_001 + i, &format!("k{i:04}"), "new");
+        }
+        put(&mut s, 2_001, "extra", "x");
+        assert_eq!(snap.len(), 1_000);
+        assert!(
+            snap.list("k")
+                .all(|(_, e)| e.value == b"old" && e.version == 1)
+        );
+        assert!(
+            s.list("k")
+                .all(|(_, e)| e.value == b"new" && e.version == 2)
+        );
+        assert_eq!(snap.revision(), 1_000);
     }
 }
