@@ -31,9 +31,9 @@ enum NodeAction {
 ///
 /// Managers and gates run on one thread: their work is a chain of short steps (a
 /// request, a Raft proposal, the log writer, replication, the answer), and every hop
-/// between runtime threads costs a wake-up. Measured with 3 managers on 2 cores and 64
-/// clients, one thread used ~10 % less CPU per write than two and wrote faster (see
-/// docs/benchmarks.md). Disk writes keep their own thread either way. Workers run
+/// between runtime threads costs a wake-up. Measured with 3 managers on 2 cores, one
+/// thread used ~20 % less CPU per KV write than two, wrote ~20 % faster at 64 clients
+/// and ran jobs ~35 % faster (docs/benchmarks.md). Disk writes keep their own thread either way. Workers run
 /// user work (custom kinds are async tasks), so they get a thread per core.
 pub fn runtime(cmd: &NodeCmd) -> std::io::Result<tokio::runtime::Runtime> {
     let threads = match cmd.args.threads {

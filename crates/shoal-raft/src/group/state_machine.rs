@@ -46,9 +46,9 @@ pub struct StateMachine {
     /// Counts applied jobs commands (and installed snapshots): the jobs leader's loop
     /// waits on it instead of on every entry (a KV or chat write is not its business).
     jobs_changes: Arc<tokio::sync::watch::Sender<u64>>,
-    /// Write snapshots on a blocking-pool thread, not the runtime's (a node on a
-    /// one-thread runtime would stop answering heartbeats while a large one is written).
-    /// Off in simulation, which must stay on its one thread.
+    /// Encode and write snapshots on a blocking-pool thread, not the runtime's (a node on
+    /// a one-thread runtime would stop answering heartbeats while a large one is encoded
+    /// or written). Off in simulation, which must stay on its one thread.
     offload: bool,
 }
 
