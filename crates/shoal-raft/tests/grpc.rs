@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use shoal_proto::v1::{RaftMessage, raft_client::RaftClient};
+use shoal_proto::v1::{RaftMessage, SnapshotChunk, raft_client::RaftClient};
 use shoal_raft::{
     DiskLog,
     group::{
@@ -119,6 +119,21 @@ async fn raft_over_grpc_elects_replicates_and_fails_over() {
     let mut stranger = RaftClient::connect(format!("http://{}", addrs[&first]))
         .await
         .unwrap();
+    // A snapshot stream cut off before its last chunk is refused, not installed (a
+    // prefix does not decode, and a failed install would stop this member's Raft).
+    let cut = stranger
+        .install_snapshot(futures_util::stream::iter([SnapshotChunk {
+            group: "dc1".into(),
+            cluster_id: "test-cluster".into(),
+            meta: vec![1, 2, 3],
+            data: vec![0; 1024],
+            done: false,
+        }]))
+        .await
+        .unwrap_err();
+    assert_eq!(cut.code(), tonic::Code::Aborted, "{cut:?}");
+    assert!(cut.message().contains("before its last chunk"), "{cut:?}");
+    assert_eq!(members[&first].group.status().role, "leader");
     let refused = stranger
         .vote(RaftMessage {
             group: "dc1".into(),

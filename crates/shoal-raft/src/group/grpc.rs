@@ -200,21 +200,32 @@ impl RaftRpc for RaftService {
         r: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftMessage>, Status> {
         let mut stream = r.into_inner();
-        let mut head: Option<(VoteOf<C>, openraft::alias::SnapshotMetaOf<C>)> = None;
+        let mut head: Option<Vec<u8>> = None;
         let mut data = Vec::new();
+        let mut done = false;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             self.me.check(&chunk.cluster_id, &chunk.group)?;
             if head.is_none() {
-                head = Some(decode(&chunk.meta)?);
+                head = Some(chunk.meta);
             }
             data.extend_from_slice(&chunk.data);
             if chunk.done {
+                done = true;
                 break;
             }
         }
-        let (vote, meta) =
+        // A sender that gave up (its timeout) ends the stream early: what arrived is a
+        // prefix of the snapshot, and installing it would fail to decode and stop Raft.
+        if !done {
+            return Err(Status::aborted(format!(
+                "snapshot: the stream ended before its last chunk ({} bytes received); nothing installed",
+                data.len()
+            )));
+        }
+        let head =
             head.ok_or_else(|| Status::invalid_argument("meta: the first chunk must carry it"))?;
+        let (vote, meta): (VoteOf<C>, openraft::alias::SnapshotMetaOf<C>) = decode(&head)?;
         let snapshot = SnapshotOf::<C, SnapshotData> {
             meta,
             snapshot: std::io::Cursor::new(data),
