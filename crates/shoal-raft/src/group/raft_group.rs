@@ -148,20 +148,6 @@ pub struct GroupStatus {
     pub millis_since_quorum_ack: Option<u64>,
 }
 
-/// Entries between this member's snapshots: `every`, plus up to a tenth more chosen by
-/// the member's id when `every` is large. Members that snapshot at the same index encode
-/// their states at the same moment; on machines they share, that starved the runtime
-/// threads long enough for heartbeats to time out under load.
-fn spread_snapshots(every: u64, id: u64) -> u64 {
-    let every = every.max(1);
-    if every < 1_000 {
-        return every;
-    }
-    // The id is a hash already; mix it once more so neighbouring ids spread too.
-    let mixed = id.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
-    every + mixed % (every / 10)
-}
-
 /// How long sending a snapshot to a member (and its installing it) may take.
 const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 60_000;
 
@@ -217,10 +203,7 @@ impl RaftGroup {
             enable_pre_vote: Some(true),
             // A leader that cannot hear from a majority stops acting as one.
             quorum_loss_probe_interval: Some(2 * election_max),
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(spread_snapshots(
-                options.snapshot_every,
-                id,
-            )),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every.max(1)),
             max_in_snapshot_log_to_keep: options.keep_behind_snapshot,
             // Send entries to followers as soon as they are in the log's memory tail:
             // the leader's fsync runs while they travel.
@@ -629,21 +612,6 @@ async fn batch_proposals(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn members_snapshot_at_different_points() {
-        // Small intervals (tests, simulation) stay exact.
-        assert_eq!(spread_snapshots(25, 7), 25);
-        assert_eq!(spread_snapshots(0, 7), 1);
-        let points: BTreeSet<u64> = (1..=5u64)
-            .map(|id| spread_snapshots(100_000, id.wrapping_mul(0x1234_5678_9abc_def1)))
-            .collect();
-        assert_eq!(points.len(), 5, "{points:?}");
-        assert!(
-            points.iter().all(|p| (100_000..110_000).contains(p)),
-            "{points:?}"
-        );
-    }
 
     #[test]
     fn profiles_map_to_openraft_windows() {
