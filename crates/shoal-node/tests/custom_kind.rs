@@ -4,7 +4,6 @@
 
 use std::{future::Future, pin::Pin, time::Duration};
 
-use shoal_client::{CallOptions, JobsClient};
 use shoal_node::{
     Node,
     jobs::exec::{CustomWork, Registry, WorkContext},
@@ -54,14 +53,7 @@ async fn a_custom_kind_runs_only_on_the_worker_that_registered_it() {
     let plain = Node::start(config("plain", "worker", seeds.clone(), &dir))
         .await
         .unwrap();
-    let client = JobsClient::new(
-        &[m.tcp_addr.to_string()],
-        CallOptions {
-            deadline: Duration::from_secs(20),
-            ..CallOptions::default()
-        },
-    )
-    .unwrap();
+    let client = common::jobs_client(m.tcp_addr);
 
     // Only a plain worker is up: the kind is unknown.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

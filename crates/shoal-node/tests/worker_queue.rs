@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use shoal_client::{AdminClient, CallOptions, JobsClient};
+use shoal_client::AdminClient;
 use shoal_node::{
     Node,
     jobs::exec::{CustomWork, Registry, WorkContext},
@@ -68,14 +68,7 @@ async fn short_work_waits_on_the_worker_and_never_exceeds_its_cores() {
     )
     .await
     .unwrap();
-    let client = JobsClient::new(
-        &[m.tcp_addr.to_string()],
-        CallOptions {
-            deadline: Duration::from_secs(20),
-            ..CallOptions::default()
-        },
-    )
-    .unwrap();
+    let client = common::jobs_client(m.tcp_addr);
     let spec = format!(
         "name = \"probe\"\n[[workflows]]\nname = \"p\"\nkind = \"probe\"\ninstances = {INSTANCES}\n"
     );

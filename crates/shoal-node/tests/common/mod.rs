@@ -24,3 +24,15 @@ pub fn config(
     })
     .unwrap()
 }
+
+/// A jobs client on one manager; each call may take 20 s.
+pub fn jobs_client(addr: std::net::SocketAddr) -> shoal_client::JobsClient {
+    shoal_client::JobsClient::new(
+        &[addr.to_string()],
+        shoal_client::CallOptions {
+            deadline: std::time::Duration::from_secs(20),
+            ..shoal_client::CallOptions::default()
+        },
+    )
+    .unwrap()
+}
