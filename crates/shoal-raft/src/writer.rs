@@ -37,6 +37,8 @@ pub struct Stopped;
 pub struct LogWriter {
     jobs: Option<mpsc::Sender<(Write, Done)>>,
     commits: Arc<AtomicU64>,
+    /// Writes submitted and not yet done.
+    pending: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
     log: Option<Arc<Mutex<DiskLog>>>,
 }
@@ -53,6 +55,8 @@ impl LogWriter {
         let (tx, rx) = mpsc::channel::<(Write, Done)>();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
+        let pending = Arc::new(AtomicU64::new(0));
+        let in_queue = pending.clone();
         let thread = std::thread::Builder::new()
             .name("shoal-log-writer".into())
             .spawn(move || {
@@ -72,6 +76,7 @@ impl LogWriter {
                     counter.fetch_add(1, Ordering::Relaxed);
                     for (done, result) in dones.into_iter().zip(results) {
                         done(result);
+                        in_queue.fetch_sub(1, Ordering::Release);
                     }
                 }
             })
@@ -79,6 +84,7 @@ impl LogWriter {
         Self {
             jobs: Some(tx),
             commits,
+            pending,
             thread: Some(thread),
             log: Some(log),
         }
@@ -87,7 +93,17 @@ impl LogWriter {
     /// Queues a write; `done` runs on the writer thread once it is on disk.
     pub fn submit(&self, write: Write, done: Done) -> Result<(), Stopped> {
         let jobs = self.jobs.as_ref().ok_or(Stopped)?;
-        jobs.send((write, done)).map_err(|_| Stopped)
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        jobs.send((write, done)).map_err(|_| {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            Stopped
+        })
+    }
+
+    /// True when every submitted write is done: a write made elsewhere now (under the
+    /// log's lock) cannot overtake one still queued here.
+    pub fn is_idle(&self) -> bool {
+        self.pending.load(Ordering::Acquire) == 0
     }
 
     /// Transactions committed so far (each is one fsync).

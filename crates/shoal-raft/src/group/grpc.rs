@@ -37,6 +37,7 @@ use tonic::{Request, Response, Status, Streaming, transport::Channel};
 
 use super::{
     GroupError, RaftGroup, ShoalRaft, SnapshotData,
+    hold::{HOLD, HoldBack},
     replica::{CATCH_UP_TIMEOUT, MembershipChange, apply_change},
 };
 
@@ -481,6 +482,10 @@ impl GrpcPeer {
             return Ok(Box::pin(futures_util::stream::empty()));
         };
         let input = futures_util::stream::once(futures_util::future::ready(first)).chain(input);
+        // A commit index alone waits a moment for the next entries (see `hold`).
+        let input = HoldBack::new(input, HOLD, |r: &AppendEntriesRequest<C>| {
+            r.entries.is_empty()
+        });
         let mut client = self.admit().map_err(RPCError::Unreachable)?;
         let progress = Arc::new(Mutex::new(Progress::default()));
         let me = self.me.clone();

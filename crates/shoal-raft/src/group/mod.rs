@@ -5,6 +5,7 @@
 //! [`RaftGroup`](raft_group::RaftGroup) with shoal's own requests and responses.
 
 pub mod grpc;
+mod hold;
 pub mod log_store;
 pub mod network;
 pub mod raft_group;

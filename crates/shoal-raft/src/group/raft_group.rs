@@ -151,24 +151,12 @@ pub struct GroupStatus {
 /// How long sending a snapshot to a member (and its installing it) may take.
 const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 60_000;
 
-/// Proposals waiting for the batcher.
-type Pending = (
-    Request,
-    tokio::sync::oneshot::Sender<Result<Applied, GroupError>>,
-);
-
-/// Most proposals handed to Raft as one batch (one log append, one fsync).
-const PROPOSAL_BATCH_MAX: usize = 512;
-/// Batches handed to Raft and not yet committed, at most.
-const PROPOSAL_BATCHES_IN_FLIGHT: usize = 4;
-
 /// One member of a Raft group.
 #[derive(Clone)]
 pub struct RaftGroup {
     id: u64,
     raft: Raft<ShoalRaft, StateMachine>,
     state: StateMachine,
-    proposals: tokio::sync::mpsc::Sender<Pending>,
     /// How long a proposal on a just-elected leader waits for its first quorum
     /// acknowledgement (the lease it needs before it takes writes).
     lease_wait: Duration,
@@ -218,7 +206,7 @@ impl RaftGroup {
                 .validate()
                 .map_err(|e| GroupError::Config(e.to_string()))?,
         );
-        let store = LogStore::open(log, options.write_mode)
+        let store = LogStore::open_as(id, log, options.write_mode)
             .map_err(|e| GroupError::Fatal(e.to_string()))?;
         let state =
             StateMachine::open_with(store.shared(), options.write_mode == WriteMode::Background)
@@ -226,13 +214,10 @@ impl RaftGroup {
         let raft = Raft::new(id, config, network, store, state.clone())
             .await
             .map_err(|e| GroupError::Fatal(e.to_string()))?;
-        let (proposals, queue) = tokio::sync::mpsc::channel(4 * PROPOSAL_BATCH_MAX);
-        tokio::spawn(batch_proposals(raft.clone(), queue));
         Ok(Self {
             id,
             raft,
             state,
-            proposals,
             lease_wait: Duration::from_millis(2 * timing.election_max_ms),
         })
     }
@@ -262,9 +247,9 @@ impl RaftGroup {
         }
     }
 
-    /// Proposes a request; returns once it is committed and applied here. Concurrent
-    /// proposals are handed to Raft in batches: one log append (one fsync) per batch on
-    /// the leader and on each follower.
+    /// Proposes a request; returns once it is committed and applied here. Raft's core
+    /// takes the proposals queued meanwhile as one batch (one log append); the log
+    /// writer merges what queues up during a sync into the next one.
     ///
     /// A leader takes writes only while a majority has acknowledged it within its lease.
     /// A just-elected leader has no acknowledgement yet (its first append is on the way),
@@ -281,13 +266,25 @@ impl RaftGroup {
                 )
                 .await;
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.proposals
-            .send((request, tx))
+        // Straight to Raft's core, which takes every write queued meanwhile as one
+        // batch (one log append, one fsync); the state machine answers this caller
+        // directly when it applies the entry (no task in between: each hop between
+        // tasks is a wake-up on the write's path).
+        let (responder, answer) = openraft::impls::ProgressResponder::complete_only();
+        tracing::trace!("to raft");
+        self.raft
+            .client_write_ff(request, Some(responder))
             .await
-            .map_err(|_| GroupError::Fatal("raft stopped".into()))?;
-        rx.await
-            .map_err(|_| GroupError::Fatal("raft stopped".into()))?
+            .map_err(|fatal| GroupError::Fatal(fatal.to_string()))?;
+        match answer.await {
+            Ok(Ok(r)) => Ok(Applied {
+                index: LogIndex(r.log_id.index),
+                term: r.log_id.leader_id.term,
+                response: r.data,
+            }),
+            Ok(Err(e)) => Err(write_error(e)),
+            Err(_) => Err(GroupError::Fatal("raft stopped".into())),
+        }
     }
 
     /// Waits until this member's state reflects every write committed before the call
@@ -551,61 +548,6 @@ fn write_error(e: ClientWriteError<ShoalRaft>) -> GroupError {
             leader: f.leader_id,
         },
         other => GroupError::Fatal(other.to_string()),
-    }
-}
-
-/// Takes what proposals are queued (at least one, at most `PROPOSAL_BATCH_MAX`), hands
-/// them to Raft in one call, and moves on while that batch commits: what arrives
-/// meanwhile forms the next batch (group commit).
-async fn batch_proposals(
-    raft: Raft<ShoalRaft, StateMachine>,
-    mut queue: tokio::sync::mpsc::Receiver<Pending>,
-) {
-    use futures_util::StreamExt;
-    // At most this many batches in flight: while they commit, new proposals queue up
-    // and leave as one larger batch (one append, one fsync) instead of many small ones.
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(PROPOSAL_BATCHES_IN_FLIGHT));
-    while let Some(first) = queue.recv().await {
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < PROPOSAL_BATCH_MAX {
-            match queue.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
-        let (requests, waiters): (Vec<Request>, Vec<_>) = batch.into_iter().unzip();
-        tracing::trace!(proposals = requests.len(), "to raft");
-        match raft.client_write_many(requests).await {
-            Ok(mut results) => {
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let mut waiters = waiters.into_iter();
-                    while let Some(result) = results.next().await {
-                        let Some(w) = waiters.next() else { break };
-                        let outcome = match result {
-                            Ok(Ok(r)) => Ok(Applied {
-                                index: LogIndex(r.log_id.index),
-                                term: r.log_id.leader_id.term,
-                                response: r.response,
-                            }),
-                            Ok(Err(e)) => Err(write_error(e)),
-                            Err(fatal) => Err(GroupError::Fatal(fatal.to_string())),
-                        };
-                        tracing::trace!("answered");
-                        let _ = w.send(outcome);
-                    }
-                    // Waiters left without an answer hear that Raft stopped.
-                });
-            }
-            Err(fatal) => {
-                for w in waiters {
-                    let _ = w.send(Err(GroupError::Fatal(fatal.to_string())));
-                }
-            }
-        }
     }
 }
 
