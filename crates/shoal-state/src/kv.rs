@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::LogIndex;
+use crate::{LogIndex, key::Key};
 
 /// Longest key, in bytes.
 pub const KEY_BYTES_MAX: usize = 1024;
@@ -73,7 +73,7 @@ pub struct KvStore {
     /// A persistent ordered map: cloning it (for a snapshot) shares every node, and the
     /// writes after it copy only the nodes they touch. Encodes as a map, as a
     /// `BTreeMap` would (same snapshot bytes).
-    entries: imbl::OrdMap<String, KvEntry>,
+    entries: imbl::OrdMap<Key, KvEntry>,
     /// The store's revision: the number of changes ever applied.
     revision: u64,
 }
@@ -115,17 +115,18 @@ impl KvStore {
     }
 
     pub fn get(&self, key: &str) -> Option<&KvEntry> {
-        self.entries.get(key)
+        self.entries.get(key.as_bytes())
     }
 
     /// Every key starting with `prefix`, in key order.
-    pub fn list<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a KvEntry)> {
+    pub fn list<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a KvEntry)> {
         self.entries
-            .range::<_, str>((
-                std::ops::Bound::Included(prefix),
+            .range::<_, [u8]>((
+                std::ops::Bound::Included(prefix.as_bytes()),
                 std::ops::Bound::Unbounded,
             ))
-            .take_while(move |(k, _)| k.starts_with(prefix))
+            .take_while(move |(k, _)| k.as_bytes().starts_with(prefix.as_bytes()))
+            .map(|(k, e)| (k.as_str(), e))
     }
 
     pub fn len(&self) -> usize {
@@ -149,7 +150,10 @@ impl KvStore {
                 value,
                 expected_revision,
             } => {
-                let actual = self.entries.get(key).map_or(0, |e| e.mod_revision);
+                let actual = self
+                    .entries
+                    .get(key.as_bytes())
+                    .map_or(0, |e| e.mod_revision);
                 if actual != *expected_revision {
                     return Err(KvError::RevisionMismatch {
                         expected: *expected_revision,
@@ -159,7 +163,7 @@ impl KvStore {
                 Ok(self.put(index, key, value))
             }
             KvCommand::Delete { key } => {
-                let revision = self.entries.remove(key).map(|_| {
+                let revision = self.entries.remove(key.as_bytes()).map(|_| {
                     self.revision += 1;
                     self.revision
                 });
@@ -171,7 +175,7 @@ impl KvStore {
     fn put(&mut self, index: LogIndex, key: &str, value: &[u8]) -> KvResponse {
         self.revision += 1;
         let revision = self.revision;
-        match self.entries.get_mut(key) {
+        match self.entries.get_mut(key.as_bytes()) {
             Some(e) => {
                 let previous = e.mod_revision;
                 e.value = value.to_vec();
@@ -185,7 +189,7 @@ impl KvStore {
             }
             None => {
                 self.entries.insert(
-                    key.to_string(),
+                    Key::from(key),
                     KvEntry {
                         value: value.to_vec(),
                         create_revision: revision,
@@ -246,7 +250,7 @@ mod tests {
             entries: s
                 .entries
                 .iter()
-                .map(|(k, e)| (k.clone(), e.clone()))
+                .map(|(k, e)| (k.to_string(), e.clone()))
                 .collect(),
             revision: s.revision,
         };
@@ -254,7 +258,7 @@ mod tests {
         assert_eq!(postcard::to_allocvec(&s).unwrap(), old);
         let back: KvStore = postcard::from_bytes(&old).unwrap();
         assert_eq!(back, s);
-        let keys: Vec<&String> = back.list("c/").map(|(k, _)| k).collect();
+        let keys: Vec<&str> = back.list("c/").map(|(k, _)| k).collect();
         assert_eq!(keys, ["c/0", "c/1"]);
     }
 

@@ -19,6 +19,7 @@ pub mod bytes;
 pub mod chat;
 pub mod jobs;
 pub mod jobspec;
+pub mod key;
 pub mod kv;
 pub mod session;
 

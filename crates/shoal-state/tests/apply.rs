@@ -105,7 +105,7 @@ fn list_is_by_prefix_in_key_order() {
         put("cfh", "x"),
         put("cf", "y"),
     ]);
-    let keys: Vec<&str> = s.kv.list("cfg/").map(|(k, _)| k.as_str()).collect();
+    let keys: Vec<&str> = s.kv.list("cfg/").map(|(k, _)| k).collect();
     assert_eq!(keys, ["cfg/a", "cfg/b"]);
     assert_eq!(s.kv.list("").count(), 4);
     assert_eq!(s.kv.list("zzz").count(), 0);
@@ -274,7 +274,7 @@ fn contents(s: &State) -> Vec<(String, Vec<u8>, u64, u64, u64)> {
     s.kv.list("")
         .map(|(k, e)| {
             (
-                k.clone(),
+                k.to_string(),
                 e.value.clone(),
                 e.create_revision,
                 e.mod_revision,
