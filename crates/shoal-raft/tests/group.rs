@@ -143,3 +143,40 @@ async fn three_replicas_elect_replicate_and_fail_over() {
         g.shutdown().await;
     }
 }
+
+/// Two membership changes at once (an operator's request while the leader promotes a
+/// caught-up learner, say): the second waits for the first instead of being refused
+/// with "already undergoing a configuration change", and both take effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_membership_changes_both_take_effect() {
+    let router = Router::default();
+    let mut groups = BTreeMap::new();
+    for id in 1..=5 {
+        groups.insert(id, start(&router, id).await);
+    }
+    let voters = (1..=3).map(|id| (id, format!("n{id}"))).collect();
+    groups[&1].initialize(voters).await.unwrap();
+    let leader = leader_among(&groups, None).await;
+    let g = &groups[&leader];
+    g.add_learner(4, "n4".into()).await.unwrap();
+    g.add_learner(5, "n5".into()).await.unwrap();
+    let (a, b) = tokio::join!(
+        g.add_voters([4].into_iter().collect()),
+        g.add_voters([5].into_iter().collect()),
+    );
+    a.unwrap();
+    b.unwrap();
+    let voters = g.status().voters;
+    assert!(
+        voters.contains(&4) && voters.contains(&5) && voters.len() == 5,
+        "{voters:?}"
+    );
+    // And a removal right behind an addition.
+    let (a, b) = tokio::join!(
+        g.remove_voters([5].into_iter().collect(), false),
+        g.remove_voters([4].into_iter().collect(), false),
+    );
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(g.status().voters.len(), 3, "{:?}", g.status().voters);
+}

@@ -357,21 +357,21 @@ impl RaftGroup {
     /// Adds a member as a learner (replicated to, not counted). Returns once the
     /// change is committed; the learner catches up in the background.
     pub async fn add_learner(&self, id: u64, addr: String) -> Result<(), GroupError> {
-        self.raft
-            .add_learner(id, BasicNode::new(addr), false)
-            .await
-            .map(drop)
-            .map_err(membership_error)
+        settled(|| {
+            self.raft
+                .add_learner(id, BasicNode::new(addr.clone()), false)
+        })
+        .await
     }
 
     /// Promotes learners to voters (joint consensus: old and new majorities both agree,
     /// then the new configuration alone).
     pub async fn add_voters(&self, ids: BTreeSet<u64>) -> Result<(), GroupError> {
-        self.raft
-            .change_membership(ChangeMembers::AddVoterIds(ids), false)
-            .await
-            .map(drop)
-            .map_err(membership_error)
+        settled(|| {
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(ids.clone()), false)
+        })
+        .await
     }
 
     /// Removes voters (joint consensus); `keep_as_learners` keeps replicating to them.
@@ -380,20 +380,20 @@ impl RaftGroup {
         ids: BTreeSet<u64>,
         keep_as_learners: bool,
     ) -> Result<(), GroupError> {
-        self.raft
-            .change_membership(ChangeMembers::RemoveVoters(ids), keep_as_learners)
-            .await
-            .map(drop)
-            .map_err(membership_error)
+        settled(|| {
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters(ids.clone()), keep_as_learners)
+        })
+        .await
     }
 
     /// Removes learners entirely.
     pub async fn remove_learners(&self, ids: BTreeSet<u64>) -> Result<(), GroupError> {
-        self.raft
-            .change_membership(ChangeMembers::RemoveNodes(ids), false)
-            .await
-            .map(drop)
-            .map_err(membership_error)
+        settled(|| {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(ids.clone()), false)
+        })
+        .await
     }
 
     /// On the leader: waits until member `id` has replicated everything committed when
@@ -520,6 +520,41 @@ impl RaftGroup {
     /// The underlying handle, for the network's server side in this crate.
     pub(crate) fn raft(&self) -> &Raft<ShoalRaft, StateMachine> {
         &self.raft
+    }
+}
+
+/// How long a membership change waits for one already under way to finish.
+const MEMBERSHIP_SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often it looks again meanwhile.
+const MEMBERSHIP_SETTLE_POLL: Duration = Duration::from_millis(20);
+
+/// Runs a membership change; while another one is still committing (an earlier
+/// request, or the leader's own promotion of a caught-up learner), waits for it and
+/// tries again, up to [`MEMBERSHIP_SETTLE_TIMEOUT`]: `shoal managers add` right after a
+/// `remove` succeeds instead of being refused for a change it did not start.
+async fn settled<T, F, Fut>(mut attempt: F) -> Result<(), GroupError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<
+            Output = Result<T, openraft::errors::RaftError<ShoalRaft, ClientWriteError<ShoalRaft>>>,
+        >,
+{
+    let deadline = tokio::time::Instant::now() + MEMBERSHIP_SETTLE_TIMEOUT;
+    loop {
+        match attempt().await {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if matches!(
+                    e.api_error(),
+                    Some(ClientWriteError::ChangeMembershipError(
+                        openraft::errors::ChangeMembershipError::InProgress(_)
+                    ))
+                ) && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(MEMBERSHIP_SETTLE_POLL).await;
+            }
+            Err(e) => return Err(membership_error(e)),
+        }
     }
 }
 
