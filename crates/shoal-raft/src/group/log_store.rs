@@ -322,10 +322,29 @@ impl LogStore {
         here: bool,
     ) -> Result<(), io::Error> {
         match &self.shared.writer {
-            Some(writer) if !(here && writer.is_idle()) => {
+            Some(writer) => {
+                if here && writer.is_idle() {
+                    // Never wait for the log's lock on the runtime thread: if someone
+                    // holds it (a read below the tail), the writer thread takes this.
+                    let disk = match self.shared.disk.try_lock() {
+                        Ok(disk) => Some(disk),
+                        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                        Err(std::sync::TryLockError::WouldBlock) => None,
+                    };
+                    if let Some(mut disk) = disk {
+                        let result = blocking(|| {
+                            disk.write_batch(std::slice::from_ref(&write))
+                                .pop()
+                                .unwrap_or(Ok(()))
+                        });
+                        drop(disk);
+                        done(result);
+                        return Ok(());
+                    }
+                }
                 writer.submit(write, Box::new(done)).map_err(io_error)
             }
-            _ => {
+            None => {
                 let result = blocking(|| {
                     self.disk()
                         .write_batch(std::slice::from_ref(&write))
