@@ -15,6 +15,9 @@
 //! commit indexes go through the same writer queue, so the disk sees every change in
 //! the order openraft made it; a vote is awaited before `save_vote` returns.
 //!
+//! A lightly loaded follower writes its appends in the caller instead (see
+//! [`LogStore::open_as`]): it answers only once they are durable anyway.
+//!
 //! [`WriteMode::Inline`] writes in the caller instead of a thread (the deterministic
 //! simulation: a second thread would let the paused clock run while it waits).
 
