@@ -35,6 +35,19 @@ fn put(key: &str, value: &str, tag: Option<ClientTag>) -> Request {
     }
 }
 
+/// `members` replicas, the first `voters` of them forming the group; returns them and
+/// the elected leader's id.
+async fn form(router: &Router, members: u64, voters: u64) -> (BTreeMap<u64, RaftGroup>, u64) {
+    let mut groups = BTreeMap::new();
+    for id in 1..=members {
+        groups.insert(id, start(router, id).await);
+    }
+    let initial = (1..=voters).map(|id| (id, format!("n{id}"))).collect();
+    groups[&1].initialize(initial).await.unwrap();
+    let leader = leader_among(&groups, None).await;
+    (groups, leader)
+}
+
 /// Polls until one of `groups` (other than `except`) is leader in every live view.
 async fn leader_among(groups: &BTreeMap<u64, RaftGroup>, except: Option<u64>) -> u64 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -75,13 +88,7 @@ async fn all_have(groups: &BTreeMap<u64, RaftGroup>, ids: &[u64], key: &str, val
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_elect_replicate_and_fail_over() {
     let router = Router::default();
-    let mut groups = BTreeMap::new();
-    for id in 1..=3 {
-        groups.insert(id, start(&router, id).await);
-    }
-    let voters = (1..=3).map(|id| (id, format!("n{id}"))).collect();
-    groups[&1].initialize(voters).await.unwrap();
-    let leader = leader_among(&groups, None).await;
+    let (groups, leader) = form(&router, 3, 3).await;
     let tag = Some(ClientTag {
         client_id: 9,
         seq: 1,
@@ -150,13 +157,7 @@ async fn three_replicas_elect_replicate_and_fail_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_membership_changes_both_take_effect() {
     let router = Router::default();
-    let mut groups = BTreeMap::new();
-    for id in 1..=5 {
-        groups.insert(id, start(&router, id).await);
-    }
-    let voters = (1..=3).map(|id| (id, format!("n{id}"))).collect();
-    groups[&1].initialize(voters).await.unwrap();
-    let leader = leader_among(&groups, None).await;
+    let (groups, leader) = form(&router, 5, 3).await;
     let g = &groups[&leader];
     g.add_learner(4, "n4".into()).await.unwrap();
     g.add_learner(5, "n5".into()).await.unwrap();
@@ -179,4 +180,7 @@ async fn concurrent_membership_changes_both_take_effect() {
     a.unwrap();
     b.unwrap();
     assert_eq!(g.status().voters.len(), 3, "{:?}", g.status().voters);
+    for g in groups.values() {
+        g.shutdown().await;
+    }
 }

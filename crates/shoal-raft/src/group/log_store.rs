@@ -335,11 +335,7 @@ impl LogStore {
                         Err(std::sync::TryLockError::WouldBlock) => None,
                     };
                     if let Some(mut disk) = disk {
-                        let result = blocking(|| {
-                            disk.write_batch(std::slice::from_ref(&write))
-                                .pop()
-                                .unwrap_or(Ok(()))
-                        });
+                        let result = blocking(|| write_one(&mut disk, &write));
                         drop(disk);
                         done(result);
                         return Ok(());
@@ -348,12 +344,7 @@ impl LogStore {
                 writer.submit(write, Box::new(done)).map_err(io_error)
             }
             None => {
-                let result = blocking(|| {
-                    self.disk()
-                        .write_batch(std::slice::from_ref(&write))
-                        .pop()
-                        .unwrap_or(Ok(()))
-                });
+                let result = blocking(|| write_one(&mut self.disk(), &write));
                 done(result);
                 Ok(())
             }
@@ -563,6 +554,13 @@ impl RaftLogStorage<C> for LogStore {
             },
         )
     }
+}
+
+/// Writes and syncs one write in the calling thread.
+fn write_one(disk: &mut DiskLog, write: &Write) -> Result<(), StoreError> {
+    disk.write_batch(std::slice::from_ref(write))
+        .pop()
+        .unwrap_or(Ok(()))
 }
 
 fn lock_tail(tail: &Mutex<Tail>) -> MutexGuard<'_, Tail> {
