@@ -438,6 +438,16 @@ pub struct GrpcPeer {
     epoch: Instant,
 }
 
+/// `next` tells a follower everything `held` would, and its answer acknowledges both
+/// (see `hold`): the same leader, the log continued from the same entry, a commit index
+/// at least as new. `held` carries no entries (only those are held).
+fn supersedes(held: &AppendEntriesRequest<C>, next: &AppendEntriesRequest<C>) -> bool {
+    held.entries.is_empty()
+        && next.vote == held.vote
+        && next.prev_log_id == held.prev_log_id
+        && next.leader_commit >= held.leader_commit
+}
+
 impl GrpcPeer {
     /// Breaker state (for metrics and /v1/quorum).
     pub fn breaker_state(&self) -> BreakerState {
@@ -483,9 +493,12 @@ impl GrpcPeer {
         };
         let input = futures_util::stream::once(futures_util::future::ready(first)).chain(input);
         // A commit index alone waits a moment for the next entries (see `hold`).
-        let input = HoldBack::new(input, HOLD, |r: &AppendEntriesRequest<C>| {
-            r.entries.is_empty()
-        });
+        let input = HoldBack::new(
+            input,
+            HOLD,
+            |r: &AppendEntriesRequest<C>| r.entries.is_empty(),
+            supersedes,
+        );
         let mut client = self.admit().map_err(RPCError::Unreachable)?;
         let progress = Arc::new(Mutex::new(Progress::default()));
         let me = self.me.clone();
@@ -746,5 +759,56 @@ impl RaftNetworkV2<C> for GrpcPeer {
             .map_err(|s| StreamingError::Unreachable(Unreachable::from_string(s.to_string())))?;
         decode(&reply.get_ref().payload)
             .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{
+        Entry, EntryPayload, LogId, Vote, alias::LogIdOf, vote::leader_id_adv::LeaderId,
+    };
+
+    use super::*;
+
+    fn id(term: u64, index: u64) -> Option<LogIdOf<C>> {
+        Some(LogId::new(LeaderId { term, node_id: 1 }, index))
+    }
+
+    fn request(term: u64, prev: u64, entries: u64, commit: u64) -> AppendEntriesRequest<C> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(term, 1),
+            prev_log_id: id(term, prev),
+            entries: (prev + 1..=prev + entries)
+                .map(|index| Entry {
+                    log_id: id(term, index).expect("some"),
+                    payload: EntryPayload::Blank,
+                })
+                .collect(),
+            leader_commit: id(term, commit),
+        }
+    }
+
+    #[test]
+    fn only_a_request_that_carries_everything_supersedes_a_held_one() {
+        let held = request(2, 10, 0, 9);
+        assert!(
+            supersedes(&held, &request(2, 10, 1, 9)),
+            "same start, entries"
+        );
+        assert!(supersedes(&held, &request(2, 10, 3, 10)), "newer commit");
+        assert!(
+            supersedes(&held, &request(2, 10, 0, 10)),
+            "a newer commit alone"
+        );
+        assert!(!supersedes(&held, &request(2, 10, 1, 8)), "older commit");
+        assert!(!supersedes(&held, &request(2, 11, 1, 10)), "another start");
+        assert!(!supersedes(&held, &request(2, 9, 2, 10)), "another start");
+        let mut newer_leader = request(2, 10, 1, 10);
+        newer_leader.vote = Vote::new_committed(3, 2);
+        assert!(!supersedes(&held, &newer_leader), "another leader");
+        assert!(
+            !supersedes(&request(2, 10, 1, 9), &request(2, 10, 1, 9)),
+            "entries are never dropped"
+        );
     }
 }
