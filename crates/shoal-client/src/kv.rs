@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use crate::whole_body::WholeBody;
 use rand::RngExt as _;
 use shoal_proto::{
     GRPC_MESSAGE_BYTES_MAX,
@@ -62,7 +63,7 @@ pub struct Listing {
 
 /// A KV client bound to a list of servers.
 pub struct KvClient {
-    servers: Servers<RawKv<Channel>>,
+    servers: Servers<RawKv<WholeBody<Channel>>>,
     client_id: u64,
     seq: AtomicU64,
 }
@@ -85,7 +86,8 @@ impl KvClient {
     /// a Tokio runtime.
     pub fn new(servers: &[String], options: KvOptions) -> Result<Self, KvClientError> {
         let servers = Servers::connect(servers, options, |channel| {
-            RawKv::new(channel)
+            // Unary calls only: each request leaves in one piece (see `whole_body`).
+            RawKv::new(WholeBody::new(channel))
                 .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         })?;
@@ -120,7 +122,7 @@ impl KvClient {
 
     async fn call<T, F, Fut>(&self, call: F) -> Result<T, KvClientError>
     where
-        F: FnMut(RawKv<Channel>, Duration) -> Fut,
+        F: FnMut(RawKv<WholeBody<Channel>>, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         self.servers.call(call).await

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod kv;
 pub mod render;
 pub mod servers;
+pub mod whole_body;
 
 pub use admin::{AdminClient, ClientError};
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Refused};
