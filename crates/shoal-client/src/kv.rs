@@ -11,7 +11,6 @@ use std::{
     time::Duration,
 };
 
-use crate::whole_body::WholeBody;
 use rand::RngExt as _;
 use shoal_proto::{
     GRPC_MESSAGE_BYTES_MAX,
@@ -22,6 +21,8 @@ use shoal_proto::{
 };
 use shoal_types::Fence;
 use tonic::{Status, transport::Channel};
+
+use crate::whole_body::WholeBody;
 
 pub use crate::servers::{
     CallError as KvClientError, CallOptions as KvOptions, Servers, parse_servers,
