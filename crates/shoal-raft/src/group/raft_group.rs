@@ -532,6 +532,13 @@ const MEMBERSHIP_SETTLE_POLL: Duration = Duration::from_millis(20);
 /// request, or the leader's own promotion of a caught-up learner), waits for it and
 /// tries again, up to [`MEMBERSHIP_SETTLE_TIMEOUT`]: `shoal managers add` right after a
 /// `remove` succeeds instead of being refused for a change it did not start.
+///
+/// A change is two entries (a joint configuration, then the new one alone), and another
+/// change may be proposed between them, on top of the committed joint configuration;
+/// openraft then refuses the second entry ("last membership log id mismatch", the only
+/// precondition a plain change carries). That other change includes this one's joint
+/// step, so trying this change again, once nothing is in progress, completes it (or finds
+/// it done).
 async fn settled<T, F, Fut>(mut attempt: F) -> Result<(), GroupError>
 where
     F: FnMut() -> Fut,
@@ -546,9 +553,13 @@ where
             Err(e)
                 if matches!(
                     e.api_error(),
-                    Some(ClientWriteError::ChangeMembershipError(
-                        openraft::errors::ChangeMembershipError::InProgress(_)
-                    ))
+                    Some(
+                        ClientWriteError::ChangeMembershipError(
+                            openraft::errors::ChangeMembershipError::InProgress(_)
+                        ) | ClientWriteError::PreconditionFailed(
+                            openraft::errors::PreconditionFailed::LastMembershipLogIdMismatch { .. }
+                        )
+                    )
                 ) && tokio::time::Instant::now() < deadline =>
             {
                 tokio::time::sleep(MEMBERSHIP_SETTLE_POLL).await;
