@@ -24,11 +24,13 @@ use shoal_raft::{
     DiskLog,
     group::{
         GroupError, MembershipChange, RaftGroup, RaftTiming, Replica,
-        grpc::{Breakers, Forwarder, GrpcNetwork, Identity, peer_breaker},
+        grpc::{Breakers, Forwarder, GrpcNetwork, Identity},
     },
 };
 use shoal_state::{Command, KvCommand, Request};
 use shoal_types::{Lifecycle, MemberState, NodeConfig, Role};
+
+use crate::role_log::RoleLog;
 
 /// Raft's numeric id for a shoal node id: FNV-1a, stable across restarts and builds.
 pub fn raft_id(node_id: &str) -> u64 {
@@ -100,7 +102,7 @@ pub async fn start(config: &NodeConfig) -> Result<Option<Consensus>, ConsensusEr
         election_min_ms: config.raft.election_min_ms,
         election_max_ms: config.raft.election_max_ms,
     };
-    let network = GrpcNetwork::new(identity(config), peer_breaker(&timing));
+    let network = GrpcNetwork::new(identity(config), &timing);
     let breakers = network.breakers();
     let group = RaftGroup::start(raft_id(config.id.as_str()), timing, log, network).await?;
     let replica = Replica::new(
@@ -193,6 +195,7 @@ impl Consensus {
             let mut bootstrapped = bootstrap_expect.is_none();
             let mut published: Option<(Option<(String, u64)>, Lifecycle)> = None;
             let mut tick: u64 = 0;
+            let mut role_log = RoleLog::default();
             loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 tick += 1;
@@ -200,6 +203,15 @@ impl Consensus {
                 if !bootstrapped && let Some(n) = bootstrap_expect {
                     bootstrapped =
                         try_bootstrap(this.group(), &snap, &this.me, &this.dc, n as usize).await;
+                }
+                let status = this.group().status();
+                let now = std::time::Instant::now();
+                if let Some(line) = role_log.observe(&status, now, |id| name_of(&snap, id)) {
+                    if line.warn {
+                        tracing::warn!(group = %this.dc, "{}", line.text);
+                    } else {
+                        tracing::info!(group = %this.dc, "{}", line.text);
+                    }
                 }
                 let leader = this
                     .group()
@@ -439,7 +451,7 @@ impl Consensus {
         let s = self.group().status();
         crate::metrics::RaftFigures {
             term: s.term,
-            is_leader: s.role == "leader",
+            is_leader: s.role == "leader" && !s.quorum_lost,
             commit_index: s.commit_index,
             applied_index: s.applied_index,
             voters: s.voters.len(),
@@ -491,11 +503,18 @@ impl Consensus {
                 })
             })
             .collect();
+        // A leader no majority has acknowledged within its lease says so at once: it
+        // takes no writes, and a newer leader may exist on the other side of a cut.
+        let (role, leader) = if s.quorum_lost {
+            ("leader_no_quorum", None)
+        } else {
+            (s.role, s.leader)
+        };
         json!({
             "group": self.dc,
             "term": s.term,
-            "leader_id": s.leader.map(|l| name_of(snap, l)),
-            "role": s.role,
+            "leader_id": leader.map(|l| name_of(snap, l)),
+            "role": role,
             "commit_index": s.commit_index,
             "applied_index": s.applied_index,
             "snapshot_index": s.snapshot_index,
@@ -504,7 +523,8 @@ impl Consensus {
             "joint": s.joint,
             "active": active,
             "quorum": quorum,
-            "quorum_available": !s.voters.is_empty() && reachable >= quorum,
+            "quorum_available": !s.voters.is_empty() && reachable >= quorum && !s.quorum_lost,
+            "quorum_ack_ms": s.millis_since_quorum_ack,
             "peers": peers,
         })
     }

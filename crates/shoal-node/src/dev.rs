@@ -252,10 +252,9 @@ impl DevCluster {
         }
         cmd.env("SHOAL_CLUSTER_KEY", &self.plan.cluster_key)
             .env("SHOAL_EXIT_WITH_PARENT", "1")
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            // RUST_LOG passes through when set; otherwise the node's own default
+            // (`warn,shoal=info,openraft=error`). Forcing `info` let openraft log a cut-off
+            // follower's election timer every tick, thousands of lines a second.
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))

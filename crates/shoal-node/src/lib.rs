@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod kv;
 pub mod metrics;
 pub mod node;
+pub mod role_log;
 pub mod status;
 
 pub use node::{Node, NodeError, StartedNode};

@@ -9,7 +9,7 @@ use shoal_raft::{
     DiskLog,
     group::{
         GroupOptions, RaftGroup, RaftTiming,
-        grpc::{GrpcNetwork, Identity, peer_breaker, service},
+        grpc::{GrpcNetwork, Identity, service},
     },
 };
 use shoal_state::{Command, KvCommand, Request};
@@ -50,7 +50,7 @@ struct Member {
 
 async fn start(id: u64, path: &Path, listener: TcpListener) -> Member {
     let log = DiskLog::open(path).unwrap();
-    let network = GrpcNetwork::new(me(), peer_breaker(&RaftTiming::LOCAL));
+    let network = GrpcNetwork::new(me(), &RaftTiming::LOCAL);
     let group = RaftGroup::start(id, options(), log, network).await.unwrap();
     let (stop, rx) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -165,7 +165,7 @@ async fn snapshots_compact_the_log_stream_to_a_newcomer_and_survive_restart() {
         follower,
         options(),
         DiskLog::open(&path(follower)).unwrap(),
-        GrpcNetwork::new(me(), peer_breaker(&RaftTiming::LOCAL)),
+        GrpcNetwork::new(me(), &RaftTiming::LOCAL),
     )
     .await
     .unwrap();

@@ -23,12 +23,21 @@ use shoal_types::{
     GossipTiming, Lifecycle, MemberState, NodeId, NodeMeta, Profile, Role, config::ClusterKey,
 };
 
-/// Seeds a test should run: `SHOAL_SIM_SEED` alone if set, else `defaults`.
-pub fn seeds(defaults: &[u64]) -> Vec<u64> {
-    match std::env::var("SHOAL_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("SHOAL_SIM_SEED must be a number")],
-        Err(_) => defaults.to_vec(),
+pub mod raft;
+
+/// Seeds a test should run: `SHOAL_SIM_SEED=<n>` alone if set, else the range
+/// `SHOAL_SIM_SEEDS=<a>..<b>` if set, else `defaults`.
+pub fn seeds(defaults: impl IntoIterator<Item = u64>) -> Vec<u64> {
+    if let Ok(s) = std::env::var("SHOAL_SIM_SEED") {
+        return vec![s.parse().expect("SHOAL_SIM_SEED: an integer")];
     }
+    if let Ok(r) = std::env::var("SHOAL_SIM_SEEDS") {
+        let (a, b) = r.split_once("..").expect("SHOAL_SIM_SEEDS: A..B");
+        let a: u64 = a.parse().expect("SHOAL_SIM_SEEDS: A..B with integers");
+        let b: u64 = b.parse().expect("SHOAL_SIM_SEEDS: A..B with integers");
+        return (a..b).collect();
+    }
+    defaults.into_iter().collect()
 }
 
 struct InFlight {

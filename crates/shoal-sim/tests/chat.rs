@@ -25,13 +25,8 @@ use std::{
 
 use rand::{RngExt as _, SeedableRng, rngs::StdRng};
 use shoal_proto::v1::{ChatEvent, chat_event::Event};
-use shoal_raft::{
-    DiskLog,
-    group::{
-        GroupError, GroupOptions, RaftGroup, RaftTiming, WriteMode,
-        network::{Router, RouterFactory},
-    },
-};
+use shoal_raft::group::{GroupOptions, RaftTiming, WriteMode};
+use shoal_sim::raft::{Live, RaftCluster, commit, paused_local};
 use shoal_state::{ChatCommand, ChatResponse, ClientTag, Command, Request, Response};
 
 const CLIENTS: u64 = 5;
@@ -48,8 +43,6 @@ fn options() -> GroupOptions {
     }
 }
 
-type Live = Rc<RefCell<BTreeMap<u64, RaftGroup>>>;
-
 /// What the run observed.
 #[derive(Default)]
 struct Seen {
@@ -63,8 +56,7 @@ struct Seen {
 
 struct Sim {
     seed: u64,
-    dir: std::path::PathBuf,
-    router: Router,
+    cluster: RaftCluster,
     live: Live,
     seen: Rc<RefCell<Seen>>,
 }
@@ -82,33 +74,8 @@ impl Sim {
         self.seen.borrow_mut().log.push(s);
     }
 
-    async fn start(&self, id: u64) {
-        let log = DiskLog::open_unsynced(&self.dir.join(format!("{id}.db"))).expect("log");
-        let network = RouterFactory {
-            from: id,
-            router: self.router.clone(),
-        };
-        let g = RaftGroup::start(id, options(), log, network)
-            .await
-            .expect("start");
-        self.router.add(&g);
-        self.live.borrow_mut().insert(id, g);
-    }
-
-    async fn crash(&self, id: u64) {
-        let g = self.live.borrow_mut().remove(&id);
-        self.router.remove(id);
-        if let Some(g) = g {
-            g.shutdown().await;
-        }
-    }
-
     fn leader(&self) -> Option<u64> {
-        self.live
-            .borrow()
-            .iter()
-            .find(|(_, g)| g.status().role == "leader")
-            .map(|(id, _)| *id)
+        self.cluster.leader()
     }
 
     /// The room's messages on replica `id`: (seq, user, text, client message id).
@@ -134,36 +101,6 @@ impl Sim {
     }
 }
 
-/// Proposes `req` wherever the leader is until it is applied; returns the response.
-async fn commit(live: &Live, rng: &mut StdRng, req: Request) -> Response {
-    let mut target: Option<u64> = None;
-    loop {
-        let group = {
-            let live = live.borrow();
-            let ids: Vec<u64> = live.keys().copied().collect();
-            let pick = target
-                .filter(|t| live.contains_key(t))
-                .or_else(|| (!ids.is_empty()).then(|| ids[rng.random_range(0..ids.len())]));
-            pick.and_then(|p| live.get(&p).cloned())
-        };
-        let Some(group) = group else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        match tokio::time::timeout(Duration::from_secs(2), group.propose(req.clone())).await {
-            Ok(Ok(applied)) => return applied.response,
-            Ok(Err(GroupError::NotLeader { leader: Some(l) })) => {
-                target = Some(l);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            _ => {
-                target = None;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
 /// One client: posts its messages one at a time, each until acknowledged.
 async fn client(id: u64, live: Live, seen: Rc<RefCell<Seen>>, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed ^ (id << 8));
@@ -182,7 +119,7 @@ async fn client(id: u64, live: Live, seen: Rc<RefCell<Seen>>, seed: u64) {
                 ts_ms: 1,
             }),
         };
-        match commit(&live, &mut rng, req).await {
+        match commit(&live, &mut rng, req).await.response {
             Response::Chat(Ok(ChatResponse::Posted { seq, .. })) => {
                 seen.borrow_mut().acked.insert((id, n), seq);
             }
@@ -261,23 +198,16 @@ async fn subscriber(id: u64, live: Live, seen: Rc<RefCell<Seen>>, seed: u64) {
 }
 
 async fn run(seed: u64) {
-    let dir = std::env::temp_dir().join(format!("shoal-chatsim-{}-{seed}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("sim dir");
     let mut rng = StdRng::seed_from_u64(seed);
+    let cluster = RaftCluster::new("chat", seed, 3, options());
     let sim = Sim {
         seed,
-        dir: dir.clone(),
-        router: Router::default(),
-        live: Rc::default(),
+        live: cluster.live.clone(),
+        cluster,
         seen: Rc::default(),
     };
-    for id in 1..=3 {
-        sim.start(id).await;
-    }
-    let voters = (1..=3).map(|id| (id, format!("n{id}"))).collect();
-    let first = sim.live.borrow()[&1].clone();
-    first.initialize(voters).await.expect("initialize");
+    sim.cluster.form().await;
+    let first = sim.cluster.group(1).expect("replica 1");
     first
         .await_leader(None, Duration::from_secs(5))
         .await
@@ -287,7 +217,7 @@ async fn run(seed: u64) {
         command: Command::Chat(ChatCommand::CreateRoom { room: ROOM.into() }),
     };
     if !matches!(
-        commit(&sim.live, &mut rng, create).await,
+        commit(&sim.live, &mut rng, create).await.response,
         Response::Chat(Ok(ChatResponse::Created))
     ) {
         sim.fail("the room was not created");
@@ -306,20 +236,20 @@ async fn run(seed: u64) {
         sim.fail("no leader to kill");
     };
     sim.note(format!("kill leader {victim}"));
-    sim.crash(victim).await;
+    sim.cluster.crash(victim).await;
     tokio::time::sleep(Duration::from_millis(rng.random_range(500..1500))).await;
     sim.note(format!("restart {victim}"));
-    sim.start(victim).await;
+    sim.cluster.start(victim).await;
     tokio::time::sleep(Duration::from_millis(rng.random_range(300..1000))).await;
     let cut = rng.random_range(1..=3u64);
     sim.note(format!("cut {cut} off (leader: {:?})", sim.leader()));
     for other in (1..=3).filter(|o| *o != cut) {
-        sim.router.set_blocked(cut, other, true);
-        sim.router.set_blocked(other, cut, true);
+        sim.cluster.router.set_blocked(cut, other, true);
+        sim.cluster.router.set_blocked(other, cut, true);
     }
     tokio::time::sleep(Duration::from_millis(rng.random_range(1000..2500))).await;
     sim.note("heal".into());
-    sim.router.heal();
+    sim.cluster.router.heal();
 
     for c in clients {
         c.await.expect("client task");
@@ -389,22 +319,12 @@ async fn run(seed: u64) {
             ));
         }
     }
-    for id in 1..=3 {
-        let g = sim.live.borrow()[&id].clone();
-        g.shutdown().await;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    sim.cluster.shutdown().await;
 }
 
 #[test]
 fn posts_survive_a_leader_kill_and_a_healed_partition() {
-    for seed in shoal_sim::seeds(&[1, 2, 3]) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("runtime");
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, run(seed));
+    for seed in shoal_sim::seeds([1, 2, 3]) {
+        paused_local(run(seed));
     }
 }

@@ -620,7 +620,7 @@ async fn run(seed: u64) {
 
 #[test]
 fn a_500_instance_job_survives_a_worker_crash_and_a_leader_crash() {
-    for seed in shoal_sim::seeds(&[1, 2]) {
+    for seed in shoal_sim::seeds([1, 2]) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .start_paused(true)

@@ -25,18 +25,15 @@ use std::{
     cell::RefCell,
     collections::{BTreeMap, BTreeSet},
     hash::{Hash, Hasher},
-    path::PathBuf,
     rc::Rc,
     time::Duration,
 };
 
 use rand::{RngExt as _, SeedableRng, rngs::StdRng};
-use shoal_raft::{
-    DiskLog,
-    group::{
-        GroupError, GroupOptions, RaftGroup, RaftTiming, WriteMode,
-        network::{Router, RouterFactory},
-    },
+use shoal_raft::group::{GroupOptions, RaftGroup, RaftTiming, WriteMode, network::Router};
+use shoal_sim::{
+    raft::{Live, RaftCluster, commit, paused_local},
+    seeds,
 };
 use shoal_state::{ClientTag, Command, KvCommand, Request, State};
 
@@ -74,13 +71,11 @@ struct Seen {
     violations: Vec<String>,
 }
 
-type Live = Rc<RefCell<BTreeMap<u64, RaftGroup>>>;
-
 struct Sim {
     seed: u64,
     n: u64,
     rng: StdRng,
-    dir: PathBuf,
+    cluster: RaftCluster,
     router: Router,
     live: Live,
     seen: Rc<RefCell<Seen>>,
@@ -159,17 +154,14 @@ fn observe(live: &Live, seen: &RefCell<Seen>) {
 
 impl Sim {
     fn new(seed: u64, n: u64) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("shoal-raftsim-{}-{n}-{seed}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("sim dir");
+        let cluster = RaftCluster::new("raft", seed, n, options());
         Self {
             seed,
             n,
             rng: StdRng::seed_from_u64(seed),
-            dir,
-            router: Router::default(),
-            live: Rc::default(),
+            router: cluster.router.clone(),
+            live: cluster.live.clone(),
+            cluster,
             seen: Rc::default(),
             log: Vec::new(),
         }
@@ -183,43 +175,25 @@ impl Sim {
     }
 
     async fn start(&self, id: u64) {
-        let log = DiskLog::open_unsynced(&self.dir.join(format!("{id}.db"))).expect("log");
-        let network = RouterFactory {
-            from: id,
-            router: self.router.clone(),
-        };
-        let g = RaftGroup::start(id, options(), log, network)
-            .await
-            .expect("start");
-        self.router.add(&g);
-        self.live.borrow_mut().insert(id, g);
+        self.cluster.start(id).await;
     }
 
     async fn crash(&self, id: u64) {
-        let g = self.live.borrow_mut().remove(&id);
-        self.router.remove(id);
-        if let Some(g) = g {
-            if let Some((watched, _, _)) = &mut self.seen.borrow_mut().partition {
-                watched.remove(&id);
-            }
-            trace(&format!("shutting down {id}"));
-            g.shutdown().await;
+        if let Some((watched, _, _)) = &mut self.seen.borrow_mut().partition {
+            watched.remove(&id);
+        }
+        trace(&format!("shutting down {id}"));
+        if self.cluster.crash(id).await {
             trace(&format!("{id} is down"));
         }
     }
 
     fn crashed(&self) -> Vec<u64> {
-        (1..=self.n)
-            .filter(|i| !self.live.borrow().contains_key(i))
-            .collect()
+        self.cluster.crashed()
     }
 
     fn leader(&self) -> Option<u64> {
-        self.live
-            .borrow()
-            .iter()
-            .find(|(_, g)| g.status().role == "leader")
-            .map(|(id, _)| *id)
+        self.cluster.leader()
     }
 
     fn heal(&mut self) {
@@ -339,39 +313,8 @@ async fn client(id: u64, live: Live, seen: Rc<RefCell<Seen>>, seed: u64) {
                 value: value.clone().into_bytes(),
             }),
         };
-        let mut target: Option<u64> = None;
-        loop {
-            let group = {
-                let live = live.borrow();
-                let ids: Vec<u64> = live.keys().copied().collect();
-                let pick = target
-                    .filter(|t| live.contains_key(t))
-                    .or_else(|| (!ids.is_empty()).then(|| ids[rng.random_range(0..ids.len())]));
-                pick.and_then(|p| live.get(&p).cloned())
-            };
-            let Some(group) = group else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            let attempt =
-                tokio::time::timeout(Duration::from_secs(2), group.propose(req.clone())).await;
-            match attempt {
-                Ok(Ok(applied)) => {
-                    seen.borrow_mut().acked.push((key, value, applied.index.0));
-                    break;
-                }
-                Ok(Err(GroupError::NotLeader { leader: Some(l) })) => {
-                    // The hint may name a dead leader: pause, or the simulated clock
-                    // (which only moves when every task waits) would stand still.
-                    target = Some(l);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                _ => {
-                    target = None;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+        let applied = commit(&live, &mut rng, req).await;
+        seen.borrow_mut().acked.push((key, value, applied.index.0));
     }
 }
 
@@ -457,36 +400,12 @@ async fn run(seed: u64, n: u64) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     observer.abort();
-    let groups: Vec<RaftGroup> = sim.live.borrow().values().cloned().collect();
-    for g in groups {
-        g.shutdown().await;
-    }
-    let _ = std::fs::remove_dir_all(&sim.dir);
-}
-
-/// `SHOAL_SIM_SEED=7` replays one seed; `SHOAL_SIM_SEEDS=0..200` sweeps a range.
-fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
-    if let Ok(s) = std::env::var("SHOAL_SIM_SEED") {
-        return vec![s.parse().expect("SHOAL_SIM_SEED: an integer")];
-    }
-    if let Ok(r) = std::env::var("SHOAL_SIM_SEEDS") {
-        let (a, b) = r.split_once("..").expect("SHOAL_SIM_SEEDS: A..B");
-        let a: u64 = a.parse().expect("SHOAL_SIM_SEEDS: A..B with integers");
-        let b: u64 = b.parse().expect("SHOAL_SIM_SEEDS: A..B with integers");
-        return (a..b).collect();
-    }
-    default.collect()
+    sim.cluster.shutdown().await;
 }
 
 fn simulate(n: u64, default_seeds: std::ops::Range<u64>) {
     for seed in seeds(default_seeds) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("runtime");
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, run(seed, n));
+        paused_local(run(seed, n));
     }
 }
 
@@ -506,13 +425,7 @@ fn five_replicas_keep_every_invariant_under_faults() {
 #[test]
 fn a_just_elected_leader_takes_a_write_at_once() {
     for seed in seeds(0..3) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("runtime");
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, async {
+        paused_local(async {
             let mut sim = Sim::new(1_000 + seed, 3);
             for id in 1..=3 {
                 sim.start(id).await;
@@ -563,10 +476,8 @@ fn a_just_elected_leader_takes_a_write_at_once() {
                 Some(Err(e)) => sim.fail(&format!("the new leader refused a write: {e}")),
                 None => sim.fail("no survivor saw itself elected"),
             }
-            for g in survivors {
-                g.shutdown().await;
-            }
-            let _ = std::fs::remove_dir_all(&sim.dir);
+            drop(survivors);
+            sim.cluster.shutdown().await;
         });
     }
 }

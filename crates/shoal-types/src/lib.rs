@@ -11,6 +11,7 @@
 //! Nothing here does IO or reads a clock: these are plain values and their checks.
 
 pub mod backoff;
+pub mod breaker;
 pub mod config;
 pub mod fence;
 pub mod ids;

@@ -23,7 +23,6 @@ use openraft::{
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
-use shoal_client::{BreakerConfig, BreakerState, CircuitBreaker};
 use shoal_proto::{
     GRPC_MESSAGE_BYTES_MAX,
     v1::{
@@ -32,12 +31,14 @@ use shoal_proto::{
         raft_server::{Raft as RaftRpc, RaftServer},
     },
 };
+use shoal_types::breaker::{BreakerConfig, BreakerState};
 use tokio_stream_compat::StreamExt;
 use tonic::{Request, Response, Status, Streaming, transport::Channel};
 
 use super::{
     GroupError, RaftGroup, ShoalRaft, SnapshotData,
     hold::{HOLD, HoldBack},
+    peer_breaker::{PeerBreaker, Permit},
     replica::{CATCH_UP_TIMEOUT, MembershipChange, apply_change},
 };
 
@@ -378,48 +379,50 @@ pub fn peer_breaker(timing: &super::RaftTiming) -> BreakerConfig {
 pub struct GrpcNetwork {
     pub me: Identity,
     pub breaker: BreakerConfig,
-    epoch: Instant,
+    /// HTTP/2 keepalive on each peer connection: a ping this often, and the connection
+    /// is dropped when one goes unanswered this long (see [`GrpcNetwork::new`]).
+    keepalive: Duration,
     breakers: Breakers,
 }
 
 /// The breakers of one node's peers, by Raft id: for status, metrics and /v1/quorum.
 #[derive(Clone, Debug, Default)]
 pub struct Breakers {
-    epoch: Option<Instant>,
-    by_peer: Arc<Mutex<std::collections::BTreeMap<u64, Arc<Mutex<CircuitBreaker>>>>>,
+    by_peer: Arc<Mutex<std::collections::BTreeMap<u64, PeerBreaker>>>,
 }
 
 impl Breakers {
-    fn get(&self, peer: u64, config: BreakerConfig) -> Arc<Mutex<CircuitBreaker>> {
-        let mut by_peer = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
-        by_peer
+    /// `peer`'s breaker, created with `config` on first use.
+    pub fn get(&self, peer: u64, config: BreakerConfig) -> PeerBreaker {
+        lock(&self.by_peer)
             .entry(peer)
-            .or_insert_with(|| Arc::new(Mutex::new(CircuitBreaker::new(config))))
+            .or_insert_with(|| PeerBreaker::new(config, tokio::time::Instant::now()))
             .clone()
     }
 
     /// Each peer's breaker state now.
     pub fn states(&self) -> std::collections::BTreeMap<u64, BreakerState> {
-        let now = self.epoch.map_or(Duration::ZERO, |e| e.elapsed());
-        let by_peer = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
-        by_peer
+        lock(&self.by_peer)
             .iter()
-            .map(|(id, b)| (*id, b.lock().unwrap_or_else(|p| p.into_inner()).state(now)))
+            .map(|(id, b)| (*id, b.state()))
             .collect()
     }
 }
 
 impl GrpcNetwork {
-    pub fn new(me: Identity, breaker: BreakerConfig) -> Self {
-        let epoch = Instant::now();
+    /// Peers' clients for a group with `timing`: each behind a [`peer_breaker`], each
+    /// connection pinged once per minimum election window and dropped when a ping goes
+    /// unanswered that long. Without the pings, a connection whose packets a partition
+    /// dropped stays open while TCP retransmits with a doubling timeout (seconds after a
+    /// few seconds' cut), and calls queue behind it after the heal; with them, the dead
+    /// connection is dropped during the cut and the first call after the heal opens a
+    /// fresh one.
+    pub fn new(me: Identity, timing: &super::RaftTiming) -> Self {
         Self {
             me,
-            breaker,
-            epoch,
-            breakers: Breakers {
-                epoch: Some(epoch),
-                by_peer: Arc::default(),
-            },
+            breaker: peer_breaker(timing),
+            keepalive: Duration::from_millis(timing.election_min_ms),
+            breakers: Breakers::default(),
         }
     }
 
@@ -434,8 +437,7 @@ pub struct GrpcPeer {
     client: Option<RaftClient<Channel>>,
     me: Identity,
     target: u64,
-    breaker: Arc<Mutex<CircuitBreaker>>,
-    epoch: Instant,
+    breaker: PeerBreaker,
 }
 
 /// `next` tells a follower everything `held` would, and its answer acknowledges both
@@ -451,26 +453,22 @@ fn supersedes(held: &AppendEntriesRequest<C>, next: &AppendEntriesRequest<C>) ->
 impl GrpcPeer {
     /// Breaker state (for metrics and /v1/quorum).
     pub fn breaker_state(&self) -> BreakerState {
-        let now = self.epoch.elapsed();
-        self.breaker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .state(now)
+        self.breaker.state()
     }
 
-    fn admit(&self) -> Result<RaftClient<Channel>, Unreachable<C>> {
-        let now = self.epoch.elapsed();
-        let mut breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
-        breaker
-            .allow(now)
+    /// The client for one call, and the permit that reports its outcome (dropped
+    /// unreported, as when openraft's timeout cancels the call, it counts as abandoned).
+    fn admit(&self) -> Result<(RaftClient<Channel>, Permit), Unreachable<C>> {
+        // A bad address is this node's configuration, not the peer failing: checked
+        // before the breaker is asked.
+        let client = self.client.clone().ok_or_else(|| {
+            Unreachable::from_string(format!("peer {}: bad address", self.target))
+        })?;
+        let permit = self
+            .breaker
+            .admit()
             .map_err(|e| Unreachable::from_string(format!("peer {}: {e}", self.target)))?;
-        self.client
-            .clone()
-            .ok_or_else(|| Unreachable::from_string(format!("peer {}: bad address", self.target)))
-    }
-
-    fn record(&self, ok: bool) {
-        record(&self.breaker, self.epoch, ok);
+        Ok((client, permit))
     }
 
     /// Streamed replication: the requests go out as messages of one gRPC stream, the
@@ -499,7 +497,7 @@ impl GrpcPeer {
             |r: &AppendEntriesRequest<C>| r.entries.is_empty(),
             supersedes,
         );
-        let mut client = self.admit().map_err(RPCError::Unreachable)?;
+        let (mut client, permit) = self.admit().map_err(RPCError::Unreachable)?;
         let progress = Arc::new(Mutex::new(Progress::default()));
         let me = self.me.clone();
         let sent = progress.clone();
@@ -516,28 +514,28 @@ impl GrpcPeer {
         let inbound = match tokio::time::timeout(ttl, client.append_stream(outbound)).await {
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) => {
-                self.record(false);
+                permit.finish(false);
                 return Err(RPCError::Unreachable(Unreachable::from_string(format!(
                     "peer {target}: {status}"
                 ))));
             }
             Err(_) => {
-                self.record(false);
+                permit.finish(false);
                 return Err(RPCError::Unreachable(Unreachable::from_string(format!(
                     "peer {target}: no stream within {} ms",
                     ttl.as_millis()
                 ))));
             }
         };
-        self.record(true);
-        let (breaker, epoch) = (self.breaker.clone(), self.epoch);
+        permit.finish(true);
+        let breaker = self.breaker.clone();
         let window = ttl * PROGRESS_WINDOWS;
         let results = futures_util::stream::unfold(Some(inbound), move |state| {
             let (progress, breaker) = (progress.clone(), breaker.clone());
             async move {
                 let mut inbound = state?;
                 let fail = |why: String| {
-                    record(&breaker, epoch, false);
+                    breaker.record(false);
                     Some((
                         Err(RPCError::Unreachable(Unreachable::from_string(format!(
                             "peer {target}: {why}"
@@ -560,7 +558,7 @@ impl GrpcPeer {
                         lock(&progress).answered();
                         match decode::<StreamAppendResult<C>>(&m.payload) {
                             Ok(result) => {
-                                record(&breaker, epoch, true);
+                                breaker.record(true);
                                 Some((Ok(result), Some(inbound)))
                             }
                             Err(e) => {
@@ -587,12 +585,22 @@ impl GrpcPeer {
         F: FnOnce(RaftClient<Channel>, Request<RaftMessage>) -> Fut,
         Fut: std::future::Future<Output = Result<Response<RaftMessage>, Status>>,
     {
-        let client = self.admit().map_err(RPCError::Unreachable)?;
         let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
+        let (client, permit) = self.admit().map_err(RPCError::Unreachable)?;
         let mut request = Request::new(self.me.message(payload));
         request.set_timeout(ttl);
-        let result = call(client, request).await;
-        self.record(result.is_ok());
+        // gRPC's deadline only starts once a connection carries the request; this one
+        // also bounds the wait for the connection, so the call ends (and reports to the
+        // breaker) before openraft's own timeout would cancel it.
+        let result = match tokio::time::timeout(ttl, call(client, request)).await {
+            Ok(result) => result,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "peer {}: no answer within {} ms",
+                self.target,
+                ttl.as_millis()
+            ))),
+        };
+        permit.finish(result.is_ok());
         let reply =
             result.map_err(|s| RPCError::Unreachable(Unreachable::from_string(s.to_string())))?;
         decode(&reply.get_ref().payload)
@@ -633,23 +641,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn record(breaker: &Mutex<CircuitBreaker>, epoch: Instant, ok: bool) {
-    let now = epoch.elapsed();
-    let mut breaker = lock(breaker);
-    if ok {
-        breaker.record_success(now);
-    } else {
-        breaker.record_failure(now);
-    }
-}
-
 impl RaftNetworkFactory<C> for GrpcNetwork {
     type Network = GrpcPeer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> GrpcPeer {
         let client = Channel::from_shared(format!("http://{}", node.addr))
             .ok()
-            .map(|e| e.connect_timeout(Duration::from_millis(500)).connect_lazy())
+            .map(|e| {
+                e.connect_timeout(Duration::from_millis(500))
+                    .http2_keep_alive_interval(self.keepalive)
+                    .keep_alive_timeout(self.keepalive)
+                    .keep_alive_while_idle(true)
+                    .connect_lazy()
+            })
             .map(|ch| {
                 RaftClient::new(ch)
                     .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
@@ -660,7 +664,6 @@ impl RaftNetworkFactory<C> for GrpcNetwork {
             me: self.me.clone(),
             target,
             breaker: self.breakers.get(target, self.breaker),
-            epoch: self.epoch,
         }
     }
 }
@@ -727,7 +730,6 @@ impl RaftNetworkV2<C> for GrpcPeer {
         _cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let mut client = self.admit().map_err(StreamingError::Unreachable)?;
         let head = encode(&(vote, snapshot.meta.clone()))
             .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
         let data = snapshot.snapshot.into_inner();
@@ -751,10 +753,11 @@ impl RaftNetworkV2<C> for GrpcPeer {
         if let Some(last) = chunks.last_mut() {
             last.done = true;
         }
+        let (mut client, permit) = self.admit().map_err(StreamingError::Unreachable)?;
         let mut request = Request::new(futures_util::stream::iter(chunks));
         request.set_timeout(option.hard_ttl());
         let result = client.install_snapshot(request).await;
-        self.record(result.is_ok());
+        permit.finish(result.is_ok());
         let reply = result
             .map_err(|s| StreamingError::Unreachable(Unreachable::from_string(s.to_string())))?;
         decode(&reply.get_ref().payload)

@@ -8,6 +8,7 @@ pub mod grpc;
 mod hold;
 pub mod log_store;
 pub mod network;
+pub mod peer_breaker;
 pub mod raft_group;
 pub mod replica;
 pub mod state_machine;

@@ -1,6 +1,13 @@
 //! An in-process Raft network for tests and simulation: messages go straight to the
 //! target's `Raft` handle. Faults: a node cut off (both directions), a one-way block
 //! between two nodes, and seeded random loss of messages.
+//!
+//! A message that does not get through fails at once (a refused connection), or, with
+//! [`Router::set_blackhole`], hangs until just after openraft's hard deadline for the
+//! call, as a packet dropped by a firewall does to a call still waiting for its
+//! connection (gRPC's own deadline only starts once a connection carries the request):
+//! openraft's timeout fires first and cancels the call. With [`Router::set_breakers`] each client sits behind the same per-peer
+//! circuit breaker as the gRPC network's clients.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -18,8 +25,12 @@ use openraft::{
 };
 
 use rand::{RngExt as _, SeedableRng, rngs::StdRng};
+use shoal_types::breaker::BreakerConfig;
 
-use super::{ShoalRaft, SnapshotData};
+use super::{
+    ShoalRaft, SnapshotData,
+    peer_breaker::{PeerBreaker, Permit},
+};
 
 type C = ShoalRaft;
 
@@ -31,6 +42,11 @@ struct Routes {
     blocked: BTreeSet<(u64, u64)>,
     /// Probability that a message is lost, with its seeded generator.
     loss: Option<(f64, StdRng)>,
+    /// A message that does not get through hangs until its deadline instead of failing.
+    blackhole: bool,
+    /// Breakers in front of the clients, and each (from, to) pair's breaker.
+    breakers: Option<BreakerConfig>,
+    by_pair: BTreeMap<(u64, u64), PeerBreaker>,
 }
 
 /// All nodes of one in-process cluster.
@@ -51,9 +67,37 @@ impl Router {
         self.lock().nodes.insert(group.id(), group.raft().clone());
     }
 
-    /// Takes a member off the network (it crashed).
+    /// Takes a member off the network (it crashed). Its own breakers go with it (a
+    /// restarted process starts with closed ones).
     pub fn remove(&self, id: u64) {
-        self.lock().nodes.remove(&id);
+        let mut r = self.lock();
+        r.nodes.remove(&id);
+        r.by_pair.retain(|(from, _), _| *from != id);
+    }
+
+    /// Messages that do not get through hang until just after their deadline (dropped
+    /// packets) instead of failing at once (refused connections).
+    pub fn set_blackhole(&self, on: bool) {
+        self.lock().blackhole = on;
+    }
+
+    /// Puts every client behind a per-peer circuit breaker with `config` (None: none).
+    pub fn set_breakers(&self, config: Option<BreakerConfig>) {
+        let mut r = self.lock();
+        r.breakers = config;
+        r.by_pair.clear();
+    }
+
+    /// The breaker of `from`'s clients of `to`, if breakers are on.
+    fn breaker(&self, from: u64, to: u64) -> Option<PeerBreaker> {
+        let mut r = self.lock();
+        let config = r.breakers?;
+        Some(
+            r.by_pair
+                .entry((from, to))
+                .or_insert_with(|| PeerBreaker::new(config, tokio::time::Instant::now()))
+                .clone(),
+        )
     }
 
     /// Drops messages from `from` to `to` (one way) or lets them through again.
@@ -111,12 +155,8 @@ impl Router {
         self.routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn target(
-        &self,
-        from: u64,
-        to: u64,
-    ) -> Result<Raft<C, super::state_machine::StateMachine>, Unreachable<C>> {
-        self.passes(from, to)?;
+    /// The running node `to` (a crashed one refuses at once).
+    fn node(&self, to: u64) -> Result<Raft<C, super::state_machine::StateMachine>, Unreachable<C>> {
         self.lock()
             .nodes
             .get(&to)
@@ -150,23 +190,67 @@ impl RaftNetworkFactory<C> for RouterFactory {
     }
 }
 
+/// How long past openraft's hard deadline a blackholed message hangs: openraft's own
+/// timeout around the call is the one that fires.
+const PAST_DEADLINE: std::time::Duration = std::time::Duration::from_millis(1);
+
 impl RouterClient {
-    fn peer(&self) -> Result<Raft<C, super::state_machine::StateMachine>, RPCError<C>> {
-        self.router
-            .target(self.from, self.to)
-            .map_err(RPCError::Unreachable)
+    /// Asks the breaker (if any) for a permit.
+    fn admit(&self) -> Result<Option<Permit>, Unreachable<C>> {
+        match self.router.breaker(self.from, self.to) {
+            None => Ok(None),
+            Some(b) => b.admit().map(Some).map_err(|e| {
+                Unreachable::from_string(format!("{} -> {}: {e}", self.from, self.to))
+            }),
+        }
     }
 
-    fn reply(&self) -> Result<(), RPCError<C>> {
-        self.router
-            .passes(self.to, self.from)
-            .map_err(RPCError::Unreachable)
+    /// A message from `from` to `to` that does not get through: at once, or (blackhole)
+    /// after `deadline`.
+    async fn undelivered(
+        &self,
+        why: Unreachable<C>,
+        deadline: std::time::Duration,
+    ) -> Unreachable<C> {
+        if self.router.lock().blackhole {
+            tokio::time::sleep(deadline + PAST_DEADLINE).await;
+        }
+        why
     }
-}
 
-/// A call that reached the peer's Raft but failed there (it is shutting down).
-fn lost(e: impl std::fmt::Display) -> RPCError<C> {
-    RPCError::Unreachable(Unreachable::from_string(e.to_string()))
+    /// One call: the breaker's permit, the request across, `call` on the peer's Raft,
+    /// the reply back.
+    async fn call<T, E, F, Fut>(
+        &self,
+        deadline: std::time::Duration,
+        call: F,
+    ) -> Result<T, Unreachable<C>>
+    where
+        E: std::fmt::Display,
+        F: FnOnce(Raft<C, super::state_machine::StateMachine>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let permit = self.admit()?;
+        let outcome = async {
+            if let Err(why) = self.router.passes(self.from, self.to) {
+                return Err(self.undelivered(why, deadline).await);
+            }
+            let raft = self.router.node(self.to)?;
+            // A call that reached the peer's Raft but failed there (it is shutting down).
+            let reply = call(raft)
+                .await
+                .map_err(|e| Unreachable::from_string(e.to_string()))?;
+            match self.router.passes(self.to, self.from) {
+                Ok(()) => Ok(reply),
+                Err(why) => Err(self.undelivered(why, deadline).await),
+            }
+        }
+        .await;
+        if let Some(p) = permit {
+            p.finish(outcome.is_ok());
+        }
+        outcome
+    }
 }
 
 impl RaftNetworkV2<C> for RouterClient {
@@ -175,31 +259,39 @@ impl RaftNetworkV2<C> for RouterClient {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<C>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
-        let reply = self.peer()?.append_entries(rpc).await.map_err(lost)?;
-        self.reply()?;
-        Ok(reply)
+        self.call(option.hard_ttl(), |raft| async move {
+            raft.append_entries(rpc).await
+        })
+        .await
+        .map_err(RPCError::Unreachable)
     }
 
     async fn vote(
         &mut self,
         rpc: VoteRequest<C>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<VoteResponse<C>, RPCError<C>> {
-        let reply = self.peer()?.vote(rpc).await.map_err(lost)?;
-        self.reply()?;
-        Ok(reply)
+        self.call(
+            option.soft_ttl(),
+            |raft| async move { raft.vote(rpc).await },
+        )
+        .await
+        .map_err(RPCError::Unreachable)
     }
 
     async fn pre_vote(
         &mut self,
         rpc: VoteRequest<C>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<VoteResponse<C>, RPCError<C>> {
-        let reply = self.peer()?.pre_vote(rpc).await.map_err(lost)?;
-        self.reply()?;
-        Ok(reply)
+        self.call(
+            option.soft_ttl(),
+            |raft| async move { raft.pre_vote(rpc).await },
+        )
+        .await
+        .map_err(RPCError::Unreachable)
     }
 
     async fn full_snapshot(
@@ -207,14 +299,12 @@ impl RaftNetworkV2<C> for RouterClient {
         vote: VoteOf<C>,
         snapshot: SnapshotOf<C, SnapshotData>,
         _cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let raft = self
-            .router
-            .target(self.from, self.to)
-            .map_err(StreamingError::Unreachable)?;
-        raft.install_full_snapshot(vote, snapshot)
-            .await
-            .map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e.to_string())))
+        self.call(option.hard_ttl(), |raft| async move {
+            raft.install_full_snapshot(vote, snapshot).await
+        })
+        .await
+        .map_err(StreamingError::Unreachable)
     }
 }

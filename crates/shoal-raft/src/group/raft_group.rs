@@ -146,6 +146,10 @@ pub struct GroupStatus {
     pub matched: BTreeMap<u64, u64>,
     /// On the leader: milliseconds since a quorum last acknowledged it.
     pub millis_since_quorum_ack: Option<u64>,
+    /// A leader that no majority has acknowledged within its lease (cut off, or the
+    /// others are down): Raft still has it as the leader of its term, but it takes no
+    /// writes and serves no linearizable reads, and another member may lead a newer term.
+    pub quorum_lost: bool,
 }
 
 /// How long sending a snapshot to a member (and its installing it) may take.
@@ -160,6 +164,9 @@ pub struct RaftGroup {
     /// How long a proposal on a just-elected leader waits for its first quorum
     /// acknowledgement (the lease it needs before it takes writes).
     lease_wait: Duration,
+    /// The leader's lease: without a majority's acknowledgement for this long, it has
+    /// lost its quorum (openraft's lease, `election_timeout_max`).
+    lease: Duration,
 }
 
 impl std::fmt::Debug for RaftGroup {
@@ -199,6 +206,13 @@ impl RaftGroup {
             // The whole transfer of a snapshot to a lagging member runs under this
             // timeout (openraft's default, 200 ms, cut a 140 MB snapshot off mid-stream).
             install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
+            // Replication to an unreachable member retries after one heartbeat interval,
+            // doubling up to one minimum election window: the peer's circuit breaker (which
+            // refuses calls without touching the network, and lets a trial through after
+            // the same window) is what spares the network, so once a partition heals the
+            // member is caught up within about two windows. openraft's default doubles
+            // from 200 ms up to 1 s.
+            backoff: format!("{}ms ..{}ms", timing.heartbeat_ms, timing.election_min_ms),
             ..Default::default()
         };
         let config = Arc::new(
@@ -219,6 +233,7 @@ impl RaftGroup {
             raft,
             state,
             lease_wait: Duration::from_millis(2 * timing.election_max_ms),
+            lease: Duration::from_millis(election_max),
         })
     }
 
@@ -510,6 +525,14 @@ impl RaftGroup {
                 .last_quorum_acked
                 .as_ref()
                 .map(|t| t.elapsed().as_millis() as u64),
+            // Just elected (no acknowledgement yet) is not lost: its first append is on
+            // the way, and writes wait for it (see `propose`). A lone voter is its own
+            // majority.
+            quorum_lost: m.state == ServerState::Leader
+                && m.membership_config.voter_ids().any(|v| v != self.id)
+                && m.last_quorum_acked
+                    .as_ref()
+                    .is_some_and(|t| t.elapsed() > self.lease),
         }
     }
 

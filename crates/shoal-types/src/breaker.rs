@@ -4,12 +4,22 @@
 //!   Closed ──(max_errors failures within window)──► Open
 //!     ▲                                              │ half_open_after
 //!     │ success                                      ▼
-//!     └──────────────────────────────────────── HalfOpen ──failure──► Open
+//!     └──────────────────────────────────────── HalfOpen ──failure / abandoned──► Open
+//!                                                    │ trial out for half_open_after
+//!                                                    └──► HalfOpen (a new trial)
 //! ```
 //!
 //! Closed: calls flow; failures older than `window` are forgotten. Open: calls are
 //! refused at once, without touching the network. HalfOpen: one trial call is let
 //! through; its success closes the breaker, its failure opens it again.
+//!
+//! Every admitted call must end in exactly one report: `record_success`,
+//! `record_failure`, or `record_abandoned` when the caller dropped the call before it had
+//! an outcome (a timeout around it fired). An abandoned call counts as a failure. And
+//! should a report never come, a trial that has been out for `half_open_after` is taken
+//! as lost and the next call becomes the new trial: a half-open breaker never refuses
+//! for good.
+//!
 //! Sans-IO: the caller passes `now`, so tests and simulation control time.
 
 use std::{collections::VecDeque, fmt, time::Duration};
@@ -81,8 +91,10 @@ enum Inner {
     Open {
         since: Duration,
     },
-    /// The trial call is in flight.
-    HalfOpen,
+    /// The trial call admitted at `since` is in flight.
+    HalfOpen {
+        since: Duration,
+    },
 }
 
 /// One peer's breaker.
@@ -110,18 +122,21 @@ impl CircuitBreaker {
                 BreakerState::HalfOpen
             }
             Inner::Open { .. } => BreakerState::Open,
-            Inner::HalfOpen => BreakerState::HalfOpen,
+            Inner::HalfOpen { .. } => BreakerState::HalfOpen,
         }
     }
 
-    /// Asks to make a call at `now`. `Ok` means go ahead and report the outcome.
+    /// Asks to make a call at `now`. `Ok` means go ahead and report the outcome (or
+    /// that the call was abandoned).
     pub fn allow(&mut self, now: Duration) -> Result<(), Refused> {
         match &mut self.inner {
             Inner::Closed { .. } => Ok(()),
-            Inner::Open { since } => {
+            // Open: the wait is since the last failure. HalfOpen: a trial that has been
+            // out this long is taken as lost, whether or not its report ever comes.
+            Inner::Open { since } | Inner::HalfOpen { since } => {
                 let waited = now.saturating_sub(*since);
                 if waited >= self.config.half_open_after {
-                    self.inner = Inner::HalfOpen;
+                    self.inner = Inner::HalfOpen { since: now };
                     Ok(())
                 } else {
                     Err(Refused {
@@ -129,9 +144,6 @@ impl CircuitBreaker {
                     })
                 }
             }
-            Inner::HalfOpen => Err(Refused {
-                retry_in: self.config.half_open_after,
-            }),
         }
     }
 
@@ -155,9 +167,16 @@ impl CircuitBreaker {
                     self.inner = Inner::Open { since: now };
                 }
             }
-            Inner::HalfOpen => self.inner = Inner::Open { since: now },
+            Inner::HalfOpen { .. } => self.inner = Inner::Open { since: now },
             Inner::Open { .. } => {}
         }
+    }
+
+    /// An admitted call was dropped before it had an outcome (a timeout around it fired,
+    /// its caller went away). It counts as a failure: a trial that never answered
+    /// reopens the breaker, so the next trial comes one `half_open_after` later.
+    pub fn record_abandoned(&mut self, now: Duration) {
+        self.record_failure(now);
     }
 }
 
@@ -211,6 +230,54 @@ mod tests {
             BreakerState::Closed,
             "failures count afresh"
         );
+    }
+
+    #[test]
+    fn an_abandoned_trial_reopens_and_the_next_trial_closes() {
+        let mut b = CircuitBreaker::new(BreakerConfig::default());
+        for t in 0..3 {
+            b.record_failure(s(t));
+        }
+        assert!(b.allow(s(12)).is_ok(), "the trial call");
+        // Its caller gave up on it (a timeout around the call fired): no outcome.
+        b.record_abandoned(s(12));
+        assert_eq!(
+            b.state(s(12)),
+            BreakerState::Open,
+            "an abandoned trial reopens"
+        );
+        assert_eq!(b.allow(s(13)), Err(Refused { retry_in: s(9) }));
+        assert!(
+            b.allow(s(22)).is_ok(),
+            "the next trial, one cool-down later"
+        );
+        b.record_success(s(22));
+        assert_eq!(b.state(s(22)), BreakerState::Closed);
+        assert!(b.allow(s(22)).is_ok());
+    }
+
+    #[test]
+    fn a_trial_that_never_reports_is_taken_as_lost_after_the_cool_down() {
+        let mut b = CircuitBreaker::new(BreakerConfig::default());
+        for t in 0..3 {
+            b.record_failure(s(t));
+        }
+        assert!(b.allow(s(12)).is_ok(), "the trial call, never reported");
+        assert_eq!(b.allow(s(15)), Err(Refused { retry_in: s(7) }));
+        assert!(b.allow(s(22)).is_ok(), "a new trial after the cool-down");
+        assert!(b.allow(s(22)).is_err(), "still one trial at a time");
+        b.record_success(s(23));
+        assert_eq!(b.state(s(23)), BreakerState::Closed);
+    }
+
+    #[test]
+    fn abandoned_calls_count_as_failures_while_closed() {
+        let mut b = CircuitBreaker::new(BreakerConfig::default());
+        b.record_abandoned(s(0));
+        b.record_abandoned(s(1));
+        assert_eq!(b.state(s(1)), BreakerState::Closed);
+        b.record_abandoned(s(2));
+        assert_eq!(b.state(s(2)), BreakerState::Open);
     }
 
     #[test]
