@@ -76,7 +76,20 @@ pub fn start_node_in(
     data_dir: tempdir::Dir,
     extra: &[&str],
 ) -> Proc {
-    let mut cmd = shoal();
+    start_node_with(shoal(), id, listen, seeds, key, data_dir, extra)
+}
+
+/// Like [`start_node_in`], through `cmd` (`shoal` itself, or a wrapper such as `ip
+/// netns exec NS shoal`).
+pub fn start_node_with(
+    mut cmd: Command,
+    id: &str,
+    listen: &str,
+    seeds: &[SocketAddr],
+    key: Option<&str>,
+    data_dir: tempdir::Dir,
+    extra: &[&str],
+) -> Proc {
     cmd.args([
         "node",
         "--role",

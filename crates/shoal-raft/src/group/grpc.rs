@@ -416,7 +416,7 @@ impl GrpcNetwork {
     /// dropped stays open while TCP retransmits with a doubling timeout (seconds after a
     /// few seconds' cut), and calls queue behind it after the heal; with them, the dead
     /// connection is dropped during the cut and the first call after the heal opens a
-    /// fresh one.
+    /// fresh one. A connection attempt gets the same window.
     pub fn new(me: Identity, timing: &super::RaftTiming) -> Self {
         Self {
             me,
@@ -648,7 +648,9 @@ impl RaftNetworkFactory<C> for GrpcNetwork {
         let client = Channel::from_shared(format!("http://{}", node.addr))
             .ok()
             .map(|e| {
-                e.connect_timeout(Duration::from_millis(500))
+                // A connection attempt whose SYN a partition dropped is given up after
+                // the same window (the kernel would retry it only after 1 s).
+                e.connect_timeout(self.keepalive)
                     .http2_keep_alive_interval(self.keepalive)
                     .keep_alive_timeout(self.keepalive)
                     .keep_alive_while_idle(true)
