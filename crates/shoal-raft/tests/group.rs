@@ -101,7 +101,10 @@ async fn three_replicas_elect_replicate_and_fail_over() {
     // The client retries (it never heard back): applied once, same answer.
     let retry = groups[&leader].propose(put("a", "1", tag)).await.unwrap();
     assert_eq!(retry.response, first.response);
-    assert!(retry.index > first.index, "the retry is a new log entry");
+    // The retry is a new log entry, but it is answered with the first application's
+    // place in the log (its fence), not its own.
+    assert_eq!((retry.term, retry.index), (first.term, first.index));
+    assert!(groups[&leader].read(|s| s.last_applied.0) > first.index.0);
     all_have(&groups, &[1, 2, 3], "a", "1").await;
     assert_eq!(groups[&leader].read(|s| s.kv.revision()), 1);
 

@@ -39,7 +39,7 @@ use shoal_state::{
         Event, InstanceRef, JobSpec, Outcome, Placing, ReportItem, RunState, Work, WorkflowSpec,
     },
 };
-use shoal_types::MemberState;
+use shoal_types::{Fence, FenceGuard, MemberState};
 
 const INSTANCES: u32 = 500;
 const WORKERS: usize = 4;
@@ -64,7 +64,8 @@ struct SimWorker {
     id: String,
     /// None while alive; the crash time otherwise.
     crashed_at: Option<tokio::time::Instant>,
-    seen_term: u64,
+    /// The newest leader term obeyed (as the real worker keeps it).
+    fences: FenceGuard,
     /// Attempts running: (instance, attempt) → when it finishes.
     running: BTreeMap<(InstanceRef, u32), tokio::time::Instant>,
     /// Finished attempts whose result is not recorded yet.
@@ -117,7 +118,7 @@ impl Sim {
         })
     }
 
-    async fn write(&mut self, cmd: JobCommand) -> Option<(JobResponse, (u64, u64))> {
+    async fn write(&mut self, cmd: JobCommand) -> Option<(JobResponse, Fence)> {
         let (g, _) = self.leader()?;
         let req = Request {
             client: None,
@@ -125,7 +126,7 @@ impl Sim {
         };
         match tokio::time::timeout(Duration::from_secs(2), g.propose(req)).await {
             Ok(Ok(applied)) => match applied.response {
-                Response::Jobs(Ok(r)) => Some((r, (applied.term, applied.index.0))),
+                Response::Jobs(Ok(r)) => Some((r, Fence::new(applied.term, applied.index.0))),
                 other => self.fail(&format!("a decision was refused: {other:?}")),
             },
             _ => None,
@@ -163,7 +164,7 @@ impl Sim {
         worker: &str,
         r: InstanceRef,
         attempt: u32,
-        fence: (u64, u64),
+        fence: Fence,
         now: tokio::time::Instant,
     ) -> bool {
         let ms = self.rng.random_range(200..800);
@@ -173,10 +174,9 @@ impl Sim {
         if w.crashed_at.is_some() {
             return false;
         }
-        if fence.0 < w.seen_term {
+        if w.fences.admit_term(fence).is_err() {
             return false;
         }
-        w.seen_term = fence.0;
         let key = (r, attempt);
         if !w.running.contains_key(&key) && !w.unreported.contains(&key) {
             w.running.insert(key, now + Duration::from_millis(ms));
@@ -418,7 +418,7 @@ async fn run(seed: u64) {
             .map(|i| SimWorker {
                 id: format!("w{i}"),
                 crashed_at: None,
-                seen_term: 0,
+                fences: FenceGuard::default(),
                 running: BTreeMap::new(),
                 unreported: Vec::new(),
                 zombies: Vec::new(),

@@ -23,6 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use shoal_types::Fence;
 
 use crate::LogIndex;
 
@@ -424,7 +425,7 @@ pub struct Instance {
     /// Where the current or last attempt ran.
     pub worker: Option<String>,
     /// The current attempt's fence: (term, index) of the entry that placed it.
-    pub fence: (u64, u64),
+    pub fence: Fence,
     /// Workers this instance must not go back to (attempts failed there).
     pub excluded: BTreeSet<String>,
     pub progress: Option<(u64, u64)>,
@@ -597,14 +598,11 @@ pub enum JobResponse {
     Submitted {
         id: String,
         created: bool,
-        scheduled: Option<(Vec<Place>, (u64, u64))>,
+        scheduled: Option<(Vec<Place>, Fence)>,
     },
     /// The placements that took effect (the leader dispatches exactly these) and
     /// their fence.
-    Scheduled {
-        places: Vec<Place>,
-        fence: (u64, u64),
-    },
+    Scheduled { places: Vec<Place>, fence: Fence },
     /// Whether the report changed anything (false: stale or a duplicate), and whether
     /// the attempt is still the instance's current one on that worker afterwards (false:
     /// it finished, or was replaced — a worker still running it should stop).
@@ -850,7 +848,7 @@ impl Jobs {
         places: &[Place],
         seen: &[String],
     ) -> JobResponse {
-        let fence = (term, index.0);
+        let fence = Fence::new(term, index.0);
         for id in seen {
             if let Some(j) = self.jobs.get_mut(id)
                 && j.state == RunState::Submitted
@@ -1160,7 +1158,7 @@ impl Job {
     }
 
     /// Active attempts: (ref, attempt, worker, fence).
-    pub fn active(&self) -> Vec<(InstanceRef, u32, String, (u64, u64))> {
+    pub fn active(&self) -> Vec<(InstanceRef, u32, String, Fence)> {
         let mut out = Vec::new();
         for (w, run) in self.workflows.iter().enumerate() {
             for (i, inst) in run.instances.iter().enumerate() {

@@ -6,9 +6,9 @@
 //! check it without Raft.
 //!
 //! ```text
-//!  client ──(client id, seq, command)──► leader ──► log ──► apply(state, index, request)
+//!  client ──(client id, seq, command)──► leader ──► log ──► apply(state, at, request)
 //!                                                              │
-//!        retried request with a seen (id, seq) ◄── cached response (applied once)
+//!        retried request with a seen (id, seq) ◄── cached response and fence (applied once)
 //! ```
 //!
 //! The state holds the replicated key-value store (cluster configuration, like Consul's
@@ -24,6 +24,7 @@ pub mod kv;
 pub mod session;
 
 use serde::{Deserialize, Serialize};
+use shoal_types::Fence;
 
 pub use chat::{Chat, ChatCommand, ChatError, ChatResponse};
 pub use jobs::{JobCommand, JobError, JobResponse, Jobs};
@@ -114,6 +115,30 @@ impl std::fmt::Display for Response {
     }
 }
 
+/// What applying one entry decided: the response, and the fence of the application that
+/// produced it — the entry itself, or, for a retried request, its first application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub response: Response,
+    pub at: Fence,
+}
+
+/// The snapshot format: a magic, this version, then the postcard encoding of [`State`].
+/// Snapshots written before versioning (format 1) carry no magic.
+const SNAPSHOT_MAGIC: &[u8; 4] = b"SHS\0";
+pub const SNAPSHOT_FORMAT: u8 = 2;
+
+/// A snapshot that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(
+        "snapshot format {0} is newer than this shoal understands ({SNAPSHOT_FORMAT}); upgrade this node"
+    )]
+    Newer(u8),
+    #[error("snapshot does not decode: {0}")]
+    Decode(#[from] postcard::Error),
+}
+
 /// The whole replicated state. Serializable: it is the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct State {
@@ -125,22 +150,29 @@ pub struct State {
 }
 
 impl State {
-    /// Applies the entry at `index`. Entries must come in increasing index order; an
-    /// index at or below `last_applied` is a replay and changes nothing.
-    pub fn apply(&mut self, index: LogIndex, request: &Request) -> Response {
+    /// Applies the entry at `at` (its term and index). Entries must come in increasing
+    /// index order; an index at or below `last_applied` is a replay and changes nothing.
+    pub fn apply(&mut self, at: Fence, request: &Request) -> Answer {
+        let index = LogIndex(at.index);
+        let answer = |response| Answer { response, at };
         if index <= self.last_applied {
-            return Response::Noop;
+            return answer(Response::Noop);
         }
         self.last_applied = index;
         if let Some(tag) = request.client {
             match self.sessions.check(tag) {
                 session::Seen::New => {}
-                session::Seen::Duplicate(response) => return response,
+                session::Seen::Duplicate(first) => {
+                    return Answer {
+                        response: first.response,
+                        at: first.at,
+                    };
+                }
                 session::Seen::Expired => {
-                    return Response::SessionExpired {
+                    return answer(Response::SessionExpired {
                         client_id: tag.client_id,
                         seq: tag.seq,
-                    };
+                    });
                 }
             }
         }
@@ -151,10 +183,10 @@ impl State {
             Command::Chat(cmd) => Response::Chat(self.chat.apply(index, cmd)),
         };
         if let Some(tag) = request.client {
-            self.sessions.record(tag, index, response.clone());
+            self.sessions.record(tag, at, response.clone());
         }
         debug_assert!(self.validate().is_ok(), "{:?}", self.validate());
-        response
+        answer(response)
     }
 
     /// Checks the invariants tests rely on; `Err` names the broken one.
@@ -165,12 +197,49 @@ impl State {
         self.sessions.validate()
     }
 
-    /// The snapshot bytes.
+    /// The snapshot bytes (see [`SNAPSHOT_FORMAT`]).
     pub fn to_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
-        postcard::to_allocvec(self)
+        let mut out = Vec::with_capacity(1024);
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.push(SNAPSHOT_FORMAT);
+        postcard::to_extend(self, out)
     }
 
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, postcard::Error> {
-        postcard::from_bytes(bytes)
+    /// Reads a snapshot of this format, or of format 1 (before versioning).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let v1 = || postcard::from_bytes::<StateV1>(bytes).map(State::from);
+        match bytes.strip_prefix(SNAPSHOT_MAGIC) {
+            // A format 1 snapshot whose first bytes happen to spell the magic is still
+            // read as one.
+            Some([SNAPSHOT_FORMAT, rest @ ..]) => {
+                postcard::from_bytes(rest).or_else(|e| v1().map_err(|_| e.into()))
+            }
+            Some([newer, ..]) if *newer > SNAPSHOT_FORMAT => {
+                v1().map_err(|_| SnapshotError::Newer(*newer))
+            }
+            _ => Ok(v1()?),
+        }
+    }
+}
+
+/// [`State`] as format 1 snapshots held it (sessions without fences).
+#[derive(Deserialize)]
+struct StateV1 {
+    kv: KvStore,
+    jobs: Jobs,
+    chat: Chat,
+    sessions: session::legacy::SessionsV1,
+    last_applied: LogIndex,
+}
+
+impl From<StateV1> for State {
+    fn from(v1: StateV1) -> Self {
+        Self {
+            kv: v1.kv,
+            jobs: v1.jobs,
+            chat: v1.chat,
+            sessions: v1.sessions.into(),
+            last_applied: v1.last_applied,
+        }
     }
 }

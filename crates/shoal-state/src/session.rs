@@ -1,5 +1,7 @@
 //! Client sessions: a retried request (same client id and sequence number) gets the
-//! response of its first application instead of being applied again.
+//! response of its first application instead of being applied again — and that
+//! application's place in the log (its fence), not the retry's: a retried write must not
+//! claim to come after writes that followed it.
 //!
 //! Each client keeps the responses of its most recent `RESPONSES_PER_CLIENT` requests;
 //! below that window a sequence number is answered `SessionExpired`. At most
@@ -10,6 +12,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use shoal_types::Fence;
 
 use crate::{LogIndex, Response};
 
@@ -25,9 +29,16 @@ pub struct ClientTag {
     pub seq: u64,
 }
 
+/// A request's first application: what it answered, and where in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Recorded {
+    pub(crate) response: Response,
+    pub(crate) at: Fence,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 struct Session {
-    responses: BTreeMap<u64, Response>,
+    responses: BTreeMap<u64, Recorded>,
     /// Sequence numbers below this were forgotten.
     floor: u64,
     last_index: LogIndex,
@@ -40,7 +51,7 @@ pub struct Sessions {
 
 pub(crate) enum Seen {
     New,
-    Duplicate(Response),
+    Duplicate(Recorded),
     Expired,
 }
 
@@ -58,10 +69,10 @@ impl Sessions {
         Seen::New
     }
 
-    pub(crate) fn record(&mut self, tag: ClientTag, index: LogIndex, response: Response) {
+    pub(crate) fn record(&mut self, tag: ClientTag, at: Fence, response: Response) {
         let s = self.by_client.entry(tag.client_id).or_default();
-        s.responses.insert(tag.seq, response);
-        s.last_index = index;
+        s.responses.insert(tag.seq, Recorded { response, at });
+        s.last_index = LogIndex(at.index);
         while s.responses.len() > RESPONSES_PER_CLIENT {
             if let Some((seq, _)) = s.responses.pop_first() {
                 s.floor = s.floor.max(seq + 1);
@@ -104,5 +115,57 @@ impl Sessions {
             }
         }
         Ok(())
+    }
+}
+
+/// Sessions as snapshots before format 2 held them: responses without their fence.
+pub(crate) mod legacy {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+    use shoal_types::Fence;
+
+    use super::{Recorded, Session};
+    use crate::{LogIndex, Response};
+
+    #[derive(Deserialize)]
+    struct SessionV1 {
+        responses: BTreeMap<u64, Response>,
+        floor: u64,
+        last_index: LogIndex,
+    }
+
+    #[derive(Deserialize)]
+    pub(crate) struct SessionsV1 {
+        by_client: BTreeMap<u64, SessionV1>,
+    }
+
+    impl From<SessionsV1> for super::Sessions {
+        /// The first application's place was not recorded: a retry of such a request
+        /// is answered with fence 0.0, below every decision (it is older than any the
+        /// client can have seen since the upgrade).
+        fn from(v1: SessionsV1) -> Self {
+            let by_client = v1
+                .by_client
+                .into_iter()
+                .map(|(id, s)| {
+                    let responses = s
+                        .responses
+                        .into_iter()
+                        .map(|(seq, response)| {
+                            let at = Fence::default();
+                            (seq, Recorded { response, at })
+                        })
+                        .collect();
+                    let session = Session {
+                        responses,
+                        floor: s.floor,
+                        last_index: s.last_index,
+                    };
+                    (id, session)
+                })
+                .collect();
+            Self { by_client }
+        }
     }
 }

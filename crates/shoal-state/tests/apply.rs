@@ -8,6 +8,7 @@ use shoal_state::{
     kv::{KEY_BYTES_MAX, VALUE_BYTES_MAX},
     session::RESPONSES_PER_CLIENT,
 };
+use shoal_types::Fence;
 
 fn put(key: &str, value: &str) -> Command {
     Command::Kv(KvCommand::Put {
@@ -36,15 +37,21 @@ fn run(cmds: &[Command]) -> (State, Vec<Response>) {
         .enumerate()
         .map(|(i, c)| {
             s.apply(
-                LogIndex(i as u64 + 1),
+                at(i as u64 + 1),
                 &Request {
                     client: None,
                     command: c.clone(),
                 },
             )
+            .response
         })
         .collect();
     (s, out)
+}
+
+/// The log position `index` in term 1.
+fn at(index: u64) -> Fence {
+    Fence::new(1, index)
 }
 
 #[test]
@@ -187,10 +194,13 @@ fn a_retried_request_is_applied_once() {
         client: Some(tag),
         command: put("x", "1"),
     };
-    let first = s.apply(LogIndex(1), &req);
+    let first = s.apply(at(1), &req);
     // The client did not hear back, retried through another leader: a new log entry.
-    let retry = s.apply(LogIndex(2), &req);
-    assert_eq!(first, retry, "the retry gets the first response");
+    let retry = s.apply(Fence::new(2, 2), &req);
+    assert_eq!(
+        first, retry,
+        "the retry gets the first response, and its fence"
+    );
     assert_eq!(s.kv.revision(), 1, "applied once");
     assert_eq!(s.kv.get("x").unwrap().version, 1);
     // A new sequence number is a new write.
@@ -202,7 +212,7 @@ fn a_retried_request_is_applied_once() {
         command: put("x", "2"),
     };
     assert!(matches!(
-        s.apply(LogIndex(3), &next),
+        s.apply(at(3), &next).response,
         Response::Kv(Ok(KvResponse::Put { revision: 2, .. }))
     ));
     // Another client with the same seq is independent.
@@ -214,7 +224,7 @@ fn a_retried_request_is_applied_once() {
         command: put("x", "3"),
     };
     assert!(matches!(
-        s.apply(LogIndex(4), &other),
+        s.apply(at(4), &other).response,
         Response::Kv(Ok(KvResponse::Put { revision: 3, .. }))
     ));
 }
@@ -226,10 +236,10 @@ fn a_replayed_index_changes_nothing() {
         client: None,
         command: put("x", "1"),
     };
-    s.apply(LogIndex(5), &req);
+    s.apply(at(5), &req);
     let before = s.clone();
-    assert_eq!(s.apply(LogIndex(5), &req), Response::Noop);
-    assert_eq!(s.apply(LogIndex(3), &req), Response::Noop);
+    assert_eq!(s.apply(at(5), &req).response, Response::Noop);
+    assert_eq!(s.apply(at(3), &req).response, Response::Noop);
     assert_eq!(s, before);
 }
 
@@ -242,7 +252,7 @@ fn old_sequence_numbers_expire_instead_of_reapplying() {
             client: Some(ClientTag { client_id: 1, seq }),
             command: put("k", "v"),
         };
-        s.apply(LogIndex(seq), &req);
+        s.apply(at(seq), &req);
     }
     let revision = s.kv.revision();
     let old = Request {
@@ -253,7 +263,7 @@ fn old_sequence_numbers_expire_instead_of_reapplying() {
         command: put("k", "again"),
     };
     assert_eq!(
-        s.apply(LogIndex(n + 1), &old),
+        s.apply(at(n + 1), &old).response,
         Response::SessionExpired {
             client_id: 1,
             seq: 1
@@ -369,7 +379,7 @@ proptest! {
         let mut b = State::default();
         let mut restored: Option<State> = None;
         for (i, req) in log.iter().enumerate() {
-            let idx = LogIndex(i as u64 + 1);
+            let idx = at(i as u64 + 1);
             prop_assert_eq!(a.apply(idx, req), b.apply(idx, req));
             if i + 1 == cut.min(log.len()) {
                 restored = Some(State::from_bytes(&a.to_bytes().unwrap()).unwrap());
@@ -393,14 +403,15 @@ proptest! {
         let mut twice = State::default();
         let mut idx_twice = 0;
         for (i, req) in log.iter().enumerate() {
-            let r1 = once.apply(LogIndex(i as u64 + 1), req);
+            let r1 = once.apply(at(i as u64 + 1), req);
             idx_twice += 1;
-            let r2 = twice.apply(LogIndex(idx_twice), req);
-            prop_assert_eq!(&r1, &r2);
+            let r2 = twice.apply(at(idx_twice), req);
+            prop_assert_eq!(&r1.response, &r2.response);
             if req.client.is_some() {
                 idx_twice += 1;
-                let again = twice.apply(LogIndex(idx_twice), req);
-                prop_assert_eq!(&again, &r1, "the retry answers like the first time");
+                let again = twice.apply(at(idx_twice), req);
+                prop_assert_eq!(&again.response, &r1.response, "the retry answers like the first time");
+                prop_assert_eq!(again.at, r2.at, "with the first application's fence");
             }
         }
         // Same contents and revisions; only the log positions differ.
@@ -408,4 +419,101 @@ proptest! {
         prop_assert_eq!(once.kv.revision(), twice.kv.revision());
         prop_assert_eq!(chat_contents(&once), chat_contents(&twice));
     }
+}
+
+/// A retried write is answered with its first application's fence, not the fence of
+/// the retry's own log entry: the retry must not claim to come after writes that
+/// followed the original (the case: put x=a tagged (77, 1) at 1.2, put x=b at
+/// 1.3, the retry of the first at 1.4).
+#[test]
+fn a_retried_write_keeps_its_first_fence() {
+    let mut s = State::default();
+    let tagged = |seq, value: &str| Request {
+        client: Some(ClientTag { client_id: 77, seq }),
+        command: put("x", value),
+    };
+    let first = s.apply(at(2), &tagged(1, "a"));
+    assert!(matches!(
+        first.response,
+        Response::Kv(Ok(KvResponse::Put { revision: 1, .. }))
+    ));
+    assert_eq!(first.at, at(2));
+    let second = s.apply(at(3), &tagged(2, "b"));
+    assert_eq!(second.at, at(3));
+    let retry = s.apply(at(4), &tagged(1, "a"));
+    assert_eq!(
+        retry.response, first.response,
+        "revision 1, as the first time"
+    );
+    assert_eq!(
+        retry.at,
+        at(2),
+        "the first write's fence, below the second's"
+    );
+    assert!(retry.at < second.at);
+
+    // A compare-and-set retried the same way.
+    let cas_req = Request {
+        client: Some(ClientTag {
+            client_id: 77,
+            seq: 3,
+        }),
+        command: cas("x", "c", 2),
+    };
+    let first = s.apply(at(5), &cas_req);
+    s.apply(at(6), &tagged(4, "d"));
+    let retry = s.apply(at(7), &cas_req);
+    assert_eq!((retry.response, retry.at), (first.response, at(5)));
+
+    // The fences survive a snapshot.
+    let mut restored = State::from_bytes(&s.to_bytes().expect("encodes")).expect("decodes");
+    assert_eq!(restored.apply(at(8), &cas_req).at, at(5));
+}
+
+/// Snapshots written before the format was versioned (format 1: sessions without
+/// fences) still load; their remembered responses answer retries with fence 0.0.
+#[test]
+fn a_format_1_snapshot_still_loads() {
+    use std::collections::BTreeMap;
+
+    #[derive(serde::Serialize)]
+    struct SessionV1 {
+        responses: BTreeMap<u64, Response>,
+        floor: u64,
+        last_index: LogIndex,
+    }
+    let mut s = State::default();
+    let req = Request {
+        client: Some(ClientTag {
+            client_id: 5,
+            seq: 1,
+        }),
+        command: put("k", "v"),
+    };
+    let first = s.apply(at(1), &req);
+    let sessions: BTreeMap<u64, SessionV1> = BTreeMap::from([(
+        5,
+        SessionV1 {
+            responses: BTreeMap::from([(1, first.response.clone())]),
+            floor: 0,
+            last_index: LogIndex(1),
+        },
+    )]);
+    // Format 1 was the plain postcard encoding of the state's fields, in order.
+    let v1 = postcard::to_allocvec(&(&s.kv, &s.jobs, &s.chat, (sessions,), s.last_applied))
+        .expect("encodes");
+    let mut loaded = State::from_bytes(&v1).expect("a format 1 snapshot loads");
+    assert_eq!(loaded.kv, s.kv);
+    let retry = loaded.apply(at(2), &req);
+    assert_eq!(retry.response, first.response, "still applied once");
+    assert_eq!(retry.at, Fence::default());
+    assert_eq!(loaded.kv.revision(), 1);
+}
+
+#[test]
+fn a_snapshot_from_a_newer_format_is_refused_by_name() {
+    let mut bytes = State::default().to_bytes().expect("encodes");
+    bytes[4] = shoal_state::SNAPSHOT_FORMAT + 1;
+    let err = State::from_bytes(&bytes).expect_err("newer format");
+    assert!(err.to_string().contains("newer"), "{err}");
 }

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use shoal_state::{
-    Command, JobCommand, JobError, JobResponse, LogIndex, Request, Response, State,
+    Command, JobCommand, JobError, JobResponse, Request, Response, State,
     jobs::{Event, InstanceRef, JobSpec, Outcome, Place, ReportItem, RunState, Work, WorkflowSpec},
 };
+use shoal_types::Fence;
 
 fn wf(name: &str, instances: u32) -> WorkflowSpec {
     WorkflowSpec {
@@ -46,13 +47,16 @@ impl Ledger {
     }
 
     fn apply(&mut self, cmd: JobCommand) -> Result<JobResponse, JobError> {
-        let r = self.state.apply(
-            LogIndex(self.next),
-            &Request {
-                client: None,
-                command: Command::Jobs(cmd),
-            },
-        );
+        let r = self
+            .state
+            .apply(
+                Fence::new(1, self.next),
+                &Request {
+                    client: None,
+                    command: Command::Jobs(cmd),
+                },
+            )
+            .response;
         self.next += 1;
         self.state.validate().expect("invariants");
         match r {
@@ -271,12 +275,12 @@ fn a_submission_may_carry_its_first_placements() {
         Ok(JobResponse::Submitted {
             id: "j".into(),
             created: true,
-            scheduled: Some((vec![places[0].clone()], (7, index))),
+            scheduled: Some((vec![places[0].clone()], Fence::new(7, index))),
         })
     );
     let i = l.instance("j", 0, 0);
     assert_eq!(i.state.0, RunState::Dispatching);
-    assert_eq!(i.fence, (7, index));
+    assert_eq!(i.fence, Fence::new(7, index));
     assert_eq!(l.instance("j", 0, 1).state.0, RunState::Queued);
     assert_eq!(l.instance("j", 1, 0).state.0, RunState::Queued);
     assert_eq!(l.instance("other", 0, 0).state.0, RunState::Queued);

@@ -32,6 +32,7 @@ use shoal_state::{
     JobCommand, JobResponse,
     jobs::{InstanceRef, Place, RunState},
 };
+use shoal_types::Fence;
 use shoal_types::MemberState;
 
 use super::{
@@ -77,7 +78,7 @@ struct Active {
     depth: u32,
     attempt: u32,
     worker: String,
-    fence: (u64, u64),
+    fence: Fence,
     state: RunState,
     placed_ms: u64,
     cores: u32,
@@ -286,7 +287,7 @@ pub struct Decisions {
     pub schedule: Option<JobCommand>,
     /// Placed but unconfirmed attempts whose Run order should be sent again:
     /// (instance, attempt, worker, fence).
-    pub resend: Vec<(InstanceRef, u32, String, (u64, u64))>,
+    pub resend: Vec<(InstanceRef, u32, String, Fence)>,
 }
 
 /// What a round decides from besides the ledger.
@@ -304,7 +305,7 @@ pub struct RoundInputs<'a> {
 }
 
 /// A Run order to send: (instance, attempt, fence).
-type Order = (InstanceRef, u32, (u64, u64));
+type Order = (InstanceRef, u32, Fence);
 
 /// Decides one tick.
 pub fn decide(s: &shoal_state::State, inputs: RoundInputs<'_>) -> Decisions {
@@ -391,8 +392,12 @@ pub fn decide(s: &shoal_state::State, inputs: RoundInputs<'_>) -> Decisions {
         if a.state == RunState::Dispatching && a.placed_ms + RESEND_AFTER_MS < now {
             // Sent in this leader's term: a worker that already obeys this term would
             // refuse the placing entry's older one, and the attempt would wait forever.
-            d.resend
-                .push((a.r.clone(), a.attempt, a.worker.clone(), (term, a.fence.1)));
+            d.resend.push((
+                a.r.clone(),
+                a.attempt,
+                a.worker.clone(),
+                Fence::new(term, a.fence.index),
+            ));
         }
     }
     d
@@ -548,12 +553,12 @@ async fn round(
             .map_err(crate::kv::group_status)?;
         if let shoal_state::Response::Jobs(Ok(JobResponse::Stopped { stopped })) = applied.response
         {
-            mgr.send_stops(stopped, (applied.term, applied.index.0));
+            mgr.send_stops(stopped, Fence::new(applied.term, applied.index.0));
         }
     }
     for (cmd, r, worker) in d.timeouts {
         mgr.write(cmd).await?;
-        mgr.send_stops(vec![(r, worker)], (term, 0));
+        mgr.send_stops(vec![(r, worker)], Fence::new(term, 0));
     }
     let mut orders: Vec<(String, Order)> = Vec::new();
     let decided = tokio::time::Instant::now();
@@ -582,7 +587,7 @@ async fn round(
 }
 
 /// Sends what an entry placed: one message per worker.
-pub(super) fn dispatch_places(mgr: &Arc<JobsManager>, places: Vec<Place>, fence: (u64, u64)) {
+pub(super) fn dispatch_places(mgr: &Arc<JobsManager>, places: Vec<Place>, fence: Fence) {
     dispatch_all(
         mgr,
         places

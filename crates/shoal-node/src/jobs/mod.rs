@@ -28,6 +28,7 @@ pub mod worker;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use shoal_proto::v1::InternalMessage;
 use shoal_state::jobs::{Event, InstanceRef, Work};
+use shoal_types::Fence;
 use tonic::Status;
 
 /// Encoding version of internal job messages.
@@ -37,7 +38,7 @@ pub const PAYLOAD_VERSION: u32 = 2;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunOrder {
     /// (term, index) of the Schedule entry that placed it.
-    pub fence: (u64, u64),
+    pub fence: Fence,
     pub instance: InstanceRef,
     pub attempt: u32,
     pub work: Work,
@@ -56,7 +57,7 @@ pub struct RunBatch {
 /// Leader → worker: stop this attempt (cancelled, timed out, or replaced).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StopOrder {
-    pub fence: (u64, u64),
+    pub fence: Fence,
     pub instance: InstanceRef,
     pub attempt: u32,
 }

@@ -26,6 +26,7 @@ use shoal_state::{
     jobs::{Event, InstanceRef, Job, JobSpec, Outcome, RunState, Work, kind_tag},
     jobspec::{self, Format},
 };
+use shoal_types::Fence;
 use shoal_types::{Lifecycle, MemberState, Role};
 use tonic::{Request, Response, Status, transport::Channel};
 
@@ -282,11 +283,7 @@ impl JobsManager {
 
     /// Tells workers to stop attempts (best effort: a worker that misses it hears it in
     /// its next heartbeat's answer).
-    pub(super) fn send_stops(
-        self: &Arc<Self>,
-        stopped: Vec<(InstanceRef, String)>,
-        fence: (u64, u64),
-    ) {
+    pub(super) fn send_stops(self: &Arc<Self>, stopped: Vec<(InstanceRef, String)>, fence: Fence) {
         if stopped.is_empty() {
             return;
         }
@@ -713,7 +710,7 @@ impl Jobs for JobsService {
             })
             .await
             .map_err(group_status)?;
-        let fence = (applied.term, applied.index.0);
+        let fence = Fence::new(applied.term, applied.index.0);
         if let JobResponse::Stopped { stopped } = job_response(applied.response)? {
             self.mgr.send_stops(stopped, fence);
         }

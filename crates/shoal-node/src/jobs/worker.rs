@@ -17,10 +17,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -31,7 +28,7 @@ use shoal_proto::v1::{
     worker_server::{Worker, WorkerServer},
 };
 use shoal_state::jobs::{Event, InstanceRef, Outcome};
-use shoal_types::{MemberState, Role, backoff::capped_doubling};
+use shoal_types::{Fence, FenceGuard, MemberState, Role, backoff::capped_doubling};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tonic::{Request, Response, Status, transport::Channel};
 
@@ -121,7 +118,8 @@ pub struct WorkerRuntime {
     cores: u32,
     /// One permit per core; an attempt runs while it holds its cores' permits.
     free_cores: Arc<Semaphore>,
-    seen_term: AtomicU64,
+    /// The newest leader term obeyed (orders of one term may come in any order).
+    fences: Mutex<FenceGuard>,
     channels: Mutex<HashMap<String, WorkerReportsClient<Channel>>>,
     reports: mpsc::UnboundedSender<Pending>,
 }
@@ -154,7 +152,7 @@ impl WorkerRuntime {
             running: Mutex::default(),
             cores,
             free_cores: Arc::new(Semaphore::new(cores.max(1) as usize)),
-            seen_term: AtomicU64::new(0),
+            fences: Mutex::default(),
             channels: Mutex::default(),
             reports: tx,
         });
@@ -197,12 +195,13 @@ impl WorkerRuntime {
     }
 
     /// Admits an order's fence: refuses a term older than one already obeyed.
-    fn admit(&self, fence: (u64, u64)) -> Result<(), OrderReply> {
-        let seen = self.seen_term.fetch_max(fence.0, Ordering::SeqCst);
-        if fence.0 < seen {
-            return Err(OrderReply::StaleFence { seen_term: seen });
-        }
-        Ok(())
+    fn admit(&self, fence: Fence) -> Result<(), OrderReply> {
+        let mut fences = self.fences.lock().unwrap_or_else(|p| p.into_inner());
+        fences
+            .admit_term(fence)
+            .map_err(|stale| OrderReply::StaleFence {
+                seen_term: stale.seen.term,
+            })
     }
 
     pub fn run_order(self: &Arc<Self>, o: RunOrder) -> OrderReply {

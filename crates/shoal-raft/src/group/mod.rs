@@ -20,7 +20,7 @@ openraft::declare_raft_types!(
     /// shoal's Raft type configuration: our commands in, our responses out.
     pub ShoalRaft:
         D = shoal_state::Request,
-        R = shoal_state::Response,
+        R = shoal_state::Answer,
         NodeId = u64,
         Node = openraft::BasicNode,
 );

@@ -292,10 +292,12 @@ impl RaftGroup {
             .await
             .map_err(|fatal| GroupError::Fatal(fatal.to_string()))?;
         match answer.await {
+            // The answer's fence, not the entry's: a retried request is answered with
+            // its first application's place in the log.
             Ok(Ok(r)) => Ok(Applied {
-                index: LogIndex(r.log_id.index),
-                term: r.log_id.leader_id.term,
-                response: r.data,
+                index: LogIndex(r.data.at.index),
+                term: r.data.at.term,
+                response: r.data.response,
             }),
             Ok(Err(e)) => Err(write_error(e)),
             Err(_) => Err(GroupError::Fatal("raft stopped".into())),

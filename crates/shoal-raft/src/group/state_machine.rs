@@ -18,7 +18,8 @@ use openraft::{
     alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf},
     storage::{EntryResponder, RaftStateMachine},
 };
-use shoal_state::{LogIndex, Request, Response, State};
+use shoal_state::{Answer, Request, Response, State};
+use shoal_types::Fence;
 
 use super::{ShoalRaft, SnapshotData, invalid_data, io_error};
 use crate::store::{DiskLog, SnapshotSaver};
@@ -196,14 +197,18 @@ impl RaftStateMachine<C> for StateMachine {
             let response = {
                 let mut inner = self.lock_mut();
                 inner.last_applied = Some(entry.log_id);
-                let index = LogIndex(entry.log_id.index);
+                let at = Fence::new(entry.log_id.leader_id.term, entry.log_id.index);
+                let noop = Answer {
+                    response: Response::Noop,
+                    at,
+                };
                 match &entry.payload {
-                    EntryPayload::Blank => Response::Noop,
-                    EntryPayload::Normal(request) => inner.state.apply(index, request),
+                    EntryPayload::Blank => noop,
+                    EntryPayload::Normal(request) => inner.state.apply(at, request),
                     EntryPayload::Membership(m) => {
                         inner.membership =
                             StoredMembershipOf::<C>::new(Some(entry.log_id), m.clone());
-                        Response::Noop
+                        noop
                     }
                 }
             };
