@@ -38,7 +38,10 @@ use shoal_state::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::kv::{commit, fence, group_status, page_limit, read_point, tag};
+use crate::{
+    kv::{commit, fence, group_status, page_limit, read_point, tag},
+    tasks::Tasks,
+};
 
 /// Messages one `History` call returns at most (a limit of 0 means this).
 pub const HISTORY_LIMIT_MAX: usize = 1000;
@@ -52,13 +55,16 @@ const SUBSCRIBE_BATCH: usize = 256;
 pub struct ChatHub {
     replica: Replica,
     subscribers: AtomicU32,
+    /// The node's tasks: each subscription's follower runs among them.
+    tasks: Tasks,
 }
 
 impl ChatHub {
-    pub fn new(replica: Replica) -> Arc<Self> {
+    pub fn new(replica: Replica, tasks: Tasks) -> Arc<Self> {
         Arc::new(Self {
             replica,
             subscribers: AtomicU32::new(0),
+            tasks,
         })
     }
 
@@ -413,7 +419,7 @@ impl Chat for ChatService {
         let (tx, rx) = tokio::sync::mpsc::channel(SUBSCRIBE_BATCH);
         let guard = Subscribed::new(self.hub.clone());
         let group = replica.group.clone();
-        tokio::spawn(async move {
+        self.hub.tasks.spawn("chat subscription", async move {
             let _guard = guard;
             follow(group, r.room, r.from_seq, tx).await;
         });

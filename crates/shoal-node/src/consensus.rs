@@ -30,7 +30,7 @@ use shoal_raft::{
 use shoal_state::{Command, KvCommand, Request};
 use shoal_types::{Lifecycle, MemberState, NodeConfig, Role};
 
-use crate::role_log::RoleLog;
+use crate::{role_log::RoleLog, tasks::Tasks};
 
 /// Raft's numeric id for a shoal node id: FNV-1a, stable across restarts and builds.
 pub fn raft_id(node_id: &str) -> u64 {
@@ -72,6 +72,8 @@ pub struct Consensus {
     draining: Arc<AtomicBool>,
     /// Members the leader is adding now (one task each).
     adding: Arc<Mutex<BTreeSet<u64>>>,
+    /// The node's tasks: the duties loop and the additions run among them.
+    tasks: Tasks,
 }
 
 /// The Raft group of the gates (all datacenters). Not a valid datacenter name, so it
@@ -88,7 +90,10 @@ pub fn group_name(config: &NodeConfig) -> String {
 
 /// Starts this node's member of its group: a manager's DC group, or the gates' group
 /// (None for workers).
-pub async fn start(config: &NodeConfig) -> Result<Option<Consensus>, ConsensusError> {
+pub async fn start(
+    config: &NodeConfig,
+    tasks: &Tasks,
+) -> Result<Option<Consensus>, ConsensusError> {
     if config.role == Role::Worker {
         return Ok(None);
     }
@@ -119,6 +124,7 @@ pub async fn start(config: &NodeConfig) -> Result<Option<Consensus>, ConsensusEr
         dc: group_name(config),
         draining: Arc::default(),
         adding: Arc::default(),
+        tasks: tasks.clone(),
     }))
 }
 
@@ -191,7 +197,7 @@ impl Consensus {
     /// leader add managers that joined later (learner first, voter once caught up).
     pub fn spawn_duties(&self, bootstrap_expect: Option<u32>, membership: MembershipHandle) {
         let this = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn("raft duties", async move {
             let mut bootstrapped = bootstrap_expect.is_none();
             let mut published: Option<(Option<(String, u64)>, Lifecycle)> = None;
             let mut tick: u64 = 0;
@@ -266,7 +272,7 @@ impl Consensus {
                 continue; // already being added
             }
             let (this, id, addr) = (self.clone(), id.to_string(), addr.to_string());
-            tokio::spawn(async move {
+            self.tasks.spawn("add manager", async move {
                 tracing::info!(manager = %id, "adding manager: learner, then voter once caught up");
                 let change = MembershipChange::Add { id: rid, addr };
                 match this.replica.change_membership(change).await {

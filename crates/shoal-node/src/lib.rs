@@ -21,5 +21,6 @@ pub mod metrics;
 pub mod node;
 pub mod role_log;
 pub mod status;
+pub mod tasks;
 
 pub use node::{Node, NodeError, StartedNode};

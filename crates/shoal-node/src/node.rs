@@ -7,13 +7,11 @@ use std::{
     time::Duration,
 };
 
+use crate::{admin, consensus, grpc, status::unix_ms, tasks::Tasks};
 use shoal_membership::{
     CoreConfig, Lossy, Membership, MembershipConfig, MembershipHandle, UdpTransport,
 };
 use shoal_types::{Lifecycle, NodeConfig, NodeMeta, VERSION, backoff::capped_doubling};
-use tokio::task::JoinHandle;
-
-use crate::{admin, consensus, grpc, status::unix_ms};
 
 /// Why a node could not start. Nothing is left bound when this is returned.
 #[derive(Debug, thiserror::Error)]
@@ -34,18 +32,25 @@ pub enum NodeError {
     Consensus(#[from] consensus::ConsensusError),
 }
 
-/// A node that is up: its addresses and a way to stop it.
+/// A node that is up: its addresses and a way to stop it. It owns every task it
+/// started (see [`Tasks`]) and its Raft group: [`StartedNode::shutdown`] returns once
+/// all of them have ended.
 #[derive(Debug)]
 pub struct StartedNode {
     pub tcp_addr: SocketAddr,
     pub gossip_addr: SocketAddr,
     pub membership: MembershipHandle,
-    http: JoinHandle<()>,
-    http_stop: tokio::sync::oneshot::Sender<()>,
+    tasks: Tasks,
+    consensus: Option<consensus::Consensus>,
 }
 
+/// How long the node's tasks get to end on their own at shutdown before the rest are
+/// aborted (the HTTP server finishes the requests in flight meanwhile).
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
 impl StartedNode {
-    /// Leaves the cluster politely (peers see `left`) and stops serving.
+    /// Leaves the cluster politely (peers see `left`), stops every task and the Raft
+    /// group, and returns once all have ended.
     pub async fn shutdown(self) {
         let leave = self.membership.leave();
         if tokio::time::timeout(Duration::from_millis(1_000), leave)
@@ -53,21 +58,42 @@ impl StartedNode {
             .is_err()
         {
             tracing::warn!("leave announcement timed out");
+            self.membership.stop().await;
         }
-        let _ = self.http_stop.send(());
-        let _ = tokio::time::timeout(Duration::from_millis(500), self.http).await;
+        self.stop(SHUTDOWN_GRACE).await;
     }
 
-    /// Stops without a word, as a crash would (tests).
+    /// Stops without a word to the cluster, as a crash would (tests): every task is
+    /// aborted at once, connections are cut, nothing is announced.
     pub async fn kill(self) {
         self.membership.stop().await;
-        self.http.abort();
+        self.stop(Duration::ZERO).await;
+    }
+
+    async fn stop(self, grace: Duration) {
+        self.tasks.shutdown(grace).await;
+        if let Some(c) = &self.consensus {
+            c.group().shutdown().await;
+        }
+    }
+
+    /// The node's tasks (tests count them).
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
     }
 }
 
 /// Entry points for running a node.
 #[derive(Debug)]
 pub struct Node;
+
+/// The sockets a node serves on, bound before anything starts.
+struct Bound {
+    tcp: TcpListener,
+    tcp_addr: SocketAddr,
+    transport: UdpTransport,
+    gossip_addr: SocketAddr,
+}
 
 impl Node {
     /// Binds, starts membership and the admin API, and returns once serving.
@@ -78,173 +104,55 @@ impl Node {
     /// [`start`](Self::start) for a program that embeds a worker with its own workflow
     /// kinds: the worker runs them and advertises them (tag `kind.<name>=yes`), so the
     /// managers place those workflows only on it.
+    ///
+    /// The steps: prepare the config → bind → metadata → membership → consensus → role
+    /// services → serve. If a step fails, what the earlier ones started is stopped.
     pub async fn start_with(
-        mut config: NodeConfig,
+        config: NodeConfig,
         registry: crate::jobs::exec::Registry,
     ) -> Result<StartedNode, NodeError> {
-        if config.role == shoal_types::Role::Worker {
-            if config.cores == 0 {
-                config.cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let config = prepare(config, &registry)?;
+        let bound = bind(&config)?;
+        let meta = metadata(&config, bound.tcp_addr);
+        let tasks = Tasks::new();
+        let (tcp, tcp_addr, gossip_addr) = (bound.tcp, bound.tcp_addr, bound.gossip_addr);
+        let membership = start_membership(&config, meta, bound.transport, &tasks).await?;
+        let consensus = match consensus::start(&config, &tasks).await {
+            Ok(c) => c,
+            Err(e) => {
+                membership.stop().await;
+                tasks.shutdown(SHUTDOWN_GRACE).await;
+                return Err(e.into());
             }
-            for kind in registry.names() {
-                config
-                    .tags
-                    .insert(shoal_state::jobs::kind_tag(kind), "yes".into());
-            }
-        }
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
-            path: config.data_dir.display().to_string(),
-            source,
-        })?;
-        let (tcp, udp) = bind_pair(config.listen)?;
-        let tcp_addr = tcp.local_addr().map_err(|source| NodeError::Bind {
-            what: "TCP",
-            addr: config.listen,
-            source,
-        })?;
-        let bind_err = |what, source| NodeError::Bind {
-            what,
-            addr: tcp_addr,
-            source,
         };
-        let transport = UdpTransport::from_std(udp).map_err(|e| bind_err("UDP", e))?;
-        let gossip_addr = shoal_membership::Transport::local_addr(&transport);
-        if config.cluster_keys.is_empty() {
-            tracing::warn!(
-                "no cluster key: gossip is unauthenticated; set --cluster-key (`shoal keygen`)"
-            );
-        }
-        let started = unix_ms();
-        let meta = NodeMeta {
-            id: config.id.clone(),
-            role: config.role,
-            dc: config.dc.clone(),
-            tcp_addr,
-            tags: config.tags.clone(),
-            // A manager is syncing until it is a caught-up voter of its group.
-            lifecycle: if config.role == shoal_types::Role::Manager {
-                Lifecycle::Syncing
-            } else {
-                Lifecycle::Active
-            },
-            version: started,
-            build: VERSION.into(),
-            cores: config.cores,
-            load_permille: 0,
-            chat_clients: 0,
-            chat_messages: 0,
-            leader_hint: None,
-            leader_term: 0,
-            started_unix_ms: started,
-        };
-        let core = CoreConfig {
-            meta,
-            gossip_addr,
-            timing: config.timing.clone(),
-            keys: config.cluster_keys.clone(),
-            rng_seed: rand_seed(),
-            bump: started,
-        };
-        let (seeds, unresolved) = resolve_seeds(&config.seeds, gossip_addr).await;
-        let config_m = MembershipConfig { core, seeds };
-        let membership = match fault_loss() {
-            Some(loss) => {
-                tracing::warn!(
-                    loss,
-                    "fault injection: dropping inbound gossip ({FAULT_LOSS_ENV})"
-                );
-                Membership::start(config_m, Lossy::new(transport, loss, rand_seed()))?
-            }
-            None => Membership::start(config_m, transport)?,
-        };
-        let retry_cap = Duration::from_millis(config.timing.seed_retry_max_ms);
-        keep_resolving(unresolved, gossip_addr, membership.clone(), retry_cap);
-        tcp.set_nonblocking(true).map_err(|e| bind_err("TCP", e))?;
-        let listener = tokio::net::TcpListener::from_std(tcp).map_err(|e| bind_err("TCP", e))?;
-        // gRPC and the admin HTTP routes share the port: one hyper server, HTTP/1.1 and
-        // HTTP/2 (gRPC) negotiated per connection.
-        let raft = consensus::start(&config).await?;
-        if let Some(c) = &raft {
+        if let Some(c) = &consensus {
             c.spawn_duties(config.bootstrap_expect, membership.clone());
         }
-        let admin_raft = raft.clone();
-        let services = match (raft, config.role) {
-            (Some(c), shoal_types::Role::Gate) => {
-                let gate = crate::jobs::gate::Gate::new(c.replica.clone(), membership.clone());
-                grpc::RoleServices::Gate(Box::new(grpc::GateServices {
-                    replica: c.replica,
-                    identity: consensus::identity(&config),
-                    gate,
-                }))
-            }
-            (Some(c), _) => {
-                let jobs = crate::jobs::service::JobsManager::new(
-                    c.replica.clone(),
-                    membership.clone(),
-                    config.dc.clone(),
-                    config.cluster_id.clone(),
-                );
-                tokio::spawn(crate::jobs::leader::run(jobs.clone()));
-                let chat = crate::chat::ChatHub::new(c.replica.clone());
-                tokio::spawn(chat.clone().publish(membership.clone()));
-                grpc::RoleServices::Manager(Box::new(grpc::ManagerServices {
-                    replica: c.replica,
-                    identity: consensus::identity(&config),
-                    jobs,
-                    chat,
-                }))
-            }
-            (None, shoal_types::Role::Worker) => {
-                grpc::RoleServices::Worker(crate::jobs::worker::WorkerRuntime::start(
-                    config.id.to_string(),
-                    config.dc.clone(),
-                    config.cluster_id.clone(),
-                    config.cores,
-                    membership.clone(),
-                    registry,
-                ))
-            }
-            (None, _) => grpc::RoleServices::None,
-        };
-        let state = admin::AppState {
-            membership: membership.clone(),
-            raft: admin_raft,
-            dc: config.dc.clone(),
-            jobs: match &services {
-                grpc::RoleServices::Manager(m) => admin::JobsView::Manager(m.jobs.clone()),
-                grpc::RoleServices::Worker(w) => admin::JobsView::Worker(w.clone()),
-                grpc::RoleServices::Gate(g) => admin::JobsView::Gate(g.gate.clone()),
-                grpc::RoleServices::None => admin::JobsView::None,
-            },
-            chat: match &services {
-                grpc::RoleServices::Manager(m) => Some(m.chat.clone()),
-                _ => None,
-            },
-        };
-        let app = admin::router(state).merge(grpc::routes(membership.clone(), services));
-        let (http_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let http = tokio::spawn(async move {
-            // Small gRPC frames (Raft messages, KV answers) must not wait for Nagle's
-            // algorithm: without TCP_NODELAY a reply can sit 40 ms for a delayed ACK.
-            use axum::serve::ListenerExt as _;
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY not set");
-                }
-            });
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "admin server stopped");
-            }
-        });
+        let services = role_services(&config, consensus.clone(), &membership, registry, &tasks);
+        let app = admin::router(admin_state(
+            &config,
+            consensus.clone(),
+            &membership,
+            &services,
+        ))
+        .merge(grpc::routes(membership.clone(), services));
+        if let Err(e) = serve(tcp, tcp_addr, app, &tasks) {
+            let node = StartedNode {
+                tcp_addr,
+                gossip_addr,
+                membership,
+                tasks,
+                consensus,
+            };
+            node.kill().await;
+            return Err(e);
+        }
         Ok(StartedNode {
             tcp_addr,
             gossip_addr,
             membership,
-            http,
-            http_stop,
+            tasks,
+            consensus,
         })
     }
 
@@ -260,6 +168,231 @@ impl Node {
         node.shutdown().await;
         Ok(())
     }
+}
+
+/// Fills what the config leaves to the machine (a worker's cores) and to the embedding
+/// program (its workflow kinds, advertised as tags), and creates the data directory.
+fn prepare(
+    mut config: NodeConfig,
+    registry: &crate::jobs::exec::Registry,
+) -> Result<NodeConfig, NodeError> {
+    if config.role == shoal_types::Role::Worker {
+        if config.cores == 0 {
+            config.cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        }
+        for kind in registry.names() {
+            config
+                .tags
+                .insert(shoal_state::jobs::kind_tag(kind), "yes".into());
+        }
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    Ok(config)
+}
+
+/// Binds TCP on the listen address and UDP on its port + 1.
+fn bind(config: &NodeConfig) -> Result<Bound, NodeError> {
+    let (tcp, udp) = bind_pair(config.listen)?;
+    let tcp_addr = tcp.local_addr().map_err(|source| NodeError::Bind {
+        what: "TCP",
+        addr: config.listen,
+        source,
+    })?;
+    let transport = UdpTransport::from_std(udp).map_err(|source| NodeError::Bind {
+        what: "UDP",
+        addr: tcp_addr,
+        source,
+    })?;
+    let gossip_addr = shoal_membership::Transport::local_addr(&transport);
+    Ok(Bound {
+        tcp,
+        tcp_addr,
+        transport,
+        gossip_addr,
+    })
+}
+
+/// What this node tells the cluster about itself at start.
+fn metadata(config: &NodeConfig, tcp_addr: SocketAddr) -> NodeMeta {
+    let started = unix_ms();
+    NodeMeta {
+        id: config.id.clone(),
+        role: config.role,
+        dc: config.dc.clone(),
+        tcp_addr,
+        tags: config.tags.clone(),
+        // A manager is syncing until it is a caught-up voter of its group.
+        lifecycle: if config.role == shoal_types::Role::Manager {
+            Lifecycle::Syncing
+        } else {
+            Lifecycle::Active
+        },
+        version: started,
+        build: VERSION.into(),
+        cores: config.cores,
+        load_permille: 0,
+        chat_clients: 0,
+        chat_messages: 0,
+        leader_hint: None,
+        leader_term: 0,
+        started_unix_ms: started,
+    }
+}
+
+/// Starts gossip: joins through the seeds that resolve now, and keeps resolving the
+/// others (a task of the node's).
+async fn start_membership(
+    config: &NodeConfig,
+    meta: NodeMeta,
+    transport: UdpTransport,
+    tasks: &Tasks,
+) -> Result<MembershipHandle, NodeError> {
+    let gossip_addr = shoal_membership::Transport::local_addr(&transport);
+    if config.cluster_keys.is_empty() {
+        tracing::warn!(
+            "no cluster key: gossip is unauthenticated; set --cluster-key (`shoal keygen`)"
+        );
+    }
+    let core = CoreConfig {
+        bump: meta.version,
+        meta,
+        gossip_addr,
+        timing: config.timing.clone(),
+        keys: config.cluster_keys.clone(),
+        rng_seed: rand_seed(),
+    };
+    let (seeds, unresolved) = resolve_seeds(&config.seeds, gossip_addr).await;
+    let config_m = MembershipConfig { core, seeds };
+    let membership = match fault_loss() {
+        Some(loss) => {
+            tracing::warn!(
+                loss,
+                "fault injection: dropping inbound gossip ({FAULT_LOSS_ENV})"
+            );
+            Membership::start(config_m, Lossy::new(transport, loss, rand_seed()))?
+        }
+        None => Membership::start(config_m, transport)?,
+    };
+    let retry_cap = Duration::from_millis(config.timing.seed_retry_max_ms);
+    keep_resolving(
+        unresolved,
+        gossip_addr,
+        membership.clone(),
+        retry_cap,
+        tasks,
+    );
+    Ok(membership)
+}
+
+/// The gRPC services of this node's role (and their background tasks).
+fn role_services(
+    config: &NodeConfig,
+    consensus: Option<consensus::Consensus>,
+    membership: &MembershipHandle,
+    registry: crate::jobs::exec::Registry,
+    tasks: &Tasks,
+) -> grpc::RoleServices {
+    match (consensus, config.role) {
+        (Some(c), shoal_types::Role::Gate) => {
+            let gate = crate::jobs::gate::Gate::new(c.replica.clone(), membership.clone(), tasks);
+            grpc::RoleServices::Gate(Box::new(grpc::GateServices {
+                replica: c.replica,
+                identity: consensus::identity(config),
+                gate,
+            }))
+        }
+        (Some(c), _) => {
+            let jobs = crate::jobs::service::JobsManager::new(
+                c.replica.clone(),
+                membership.clone(),
+                config.dc.clone(),
+                config.cluster_id.clone(),
+                tasks.clone(),
+            );
+            tasks.spawn("jobs leader", crate::jobs::leader::run(jobs.clone()));
+            let chat = crate::chat::ChatHub::new(c.replica.clone(), tasks.clone());
+            tasks.spawn("chat publisher", chat.clone().publish(membership.clone()));
+            grpc::RoleServices::Manager(Box::new(grpc::ManagerServices {
+                replica: c.replica,
+                identity: consensus::identity(config),
+                jobs,
+                chat,
+            }))
+        }
+        (None, shoal_types::Role::Worker) => {
+            grpc::RoleServices::Worker(crate::jobs::worker::WorkerRuntime::start(
+                config.id.to_string(),
+                config.dc.clone(),
+                config.cluster_id.clone(),
+                config.cores,
+                membership.clone(),
+                registry,
+                tasks,
+            ))
+        }
+        (None, _) => grpc::RoleServices::None,
+    }
+}
+
+/// What the admin HTTP routes read.
+fn admin_state(
+    config: &NodeConfig,
+    consensus: Option<consensus::Consensus>,
+    membership: &MembershipHandle,
+    services: &grpc::RoleServices,
+) -> admin::AppState {
+    admin::AppState {
+        membership: membership.clone(),
+        raft: consensus,
+        dc: config.dc.clone(),
+        jobs: match services {
+            grpc::RoleServices::Manager(m) => admin::JobsView::Manager(m.jobs.clone()),
+            grpc::RoleServices::Worker(w) => admin::JobsView::Worker(w.clone()),
+            grpc::RoleServices::Gate(g) => admin::JobsView::Gate(g.gate.clone()),
+            grpc::RoleServices::None => admin::JobsView::None,
+        },
+        chat: match services {
+            grpc::RoleServices::Manager(m) => Some(m.chat.clone()),
+            _ => None,
+        },
+    }
+}
+
+/// Serves gRPC and the admin HTTP routes on one port (one hyper server, HTTP/1.1 and
+/// HTTP/2 negotiated per connection) until the node stops; connections in flight get
+/// the shutdown grace to finish.
+fn serve(
+    tcp: TcpListener,
+    tcp_addr: SocketAddr,
+    app: axum::Router,
+    tasks: &Tasks,
+) -> Result<(), NodeError> {
+    let bind_err = |source| NodeError::Bind {
+        what: "TCP",
+        addr: tcp_addr,
+        source,
+    };
+    tcp.set_nonblocking(true).map_err(bind_err)?;
+    let listener = tokio::net::TcpListener::from_std(tcp).map_err(bind_err)?;
+    let stopped = tasks.stopped();
+    tasks.spawn_graceful("http", async move {
+        // Small gRPC frames (Raft messages, KV answers) must not wait for Nagle's
+        // algorithm: without TCP_NODELAY a reply can sit 40 ms for a delayed ACK.
+        use axum::serve::ListenerExt as _;
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
+        let serve = axum::serve(listener, app).with_graceful_shutdown(stopped);
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "admin server stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Drills and benchmarks only: a percentage of inbound gossip datagrams to drop, to
@@ -345,11 +478,12 @@ fn keep_resolving(
     me: SocketAddr,
     membership: MembershipHandle,
     cap: Duration,
+    tasks: &Tasks,
 ) {
     if pending.is_empty() {
         return;
     }
-    tokio::spawn(async move {
+    tasks.spawn("seed resolver", async move {
         let mut wait = None;
         while !pending.is_empty() {
             let next = capped_doubling(wait, Duration::from_millis(500), cap);

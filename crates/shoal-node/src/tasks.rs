@@ -159,7 +159,10 @@ mod tests {
         });
         assert_eq!(tasks.len(), 2);
         tasks.shutdown(Duration::from_secs(1)).await;
-        assert!(ended.load(Ordering::SeqCst), "the graceful task finished its work");
+        assert!(
+            ended.load(Ordering::SeqCst),
+            "the graceful task finished its work"
+        );
         assert!(tasks.is_empty());
         tasks.spawn("late", std::future::pending());
         assert!(tasks.is_empty(), "nothing starts once stopping");

@@ -31,7 +31,7 @@ use shoal_state::{
 use shoal_types::{MemberState, Role};
 use tonic::{Request, Response, Status};
 
-use crate::kv::group_status;
+use crate::{kv::group_status, tasks::Tasks};
 
 /// KV prefix of the gates' job records.
 pub const RECORD_PREFIX: &str = "_shoal/gates/jobs/";
@@ -88,6 +88,8 @@ pub struct Gate {
     /// Per DC: the manager addresses a client was made for, and the client.
     clients: Mutex<HashMap<String, DcClient>>,
     unhealthy: Mutex<HashMap<String, u32>>,
+    /// The node's tasks: the DC watch and job watches run among them.
+    tasks: Tasks,
 }
 
 impl std::fmt::Debug for Gate {
@@ -105,14 +107,15 @@ fn call_status(e: CallError) -> Status {
 }
 
 impl Gate {
-    pub fn new(replica: Replica, membership: MembershipHandle) -> Arc<Self> {
+    pub fn new(replica: Replica, membership: MembershipHandle, tasks: &Tasks) -> Arc<Self> {
         let gate = Arc::new(Self {
             replica,
             membership,
             clients: Mutex::default(),
             unhealthy: Mutex::default(),
+            tasks: tasks.clone(),
         });
-        tokio::spawn(watch(Arc::downgrade(&gate)));
+        tasks.spawn("gate watch", watch(Arc::downgrade(&gate)));
         gate
     }
 
@@ -753,17 +756,21 @@ impl Jobs for GateJobs {
         let first = self.gate.merged(&record).await?;
         let gate = self.gate.clone();
         let id = record.id.clone();
-        Ok(Response::new(super::watch_stream(first, move || {
-            let (gate, id) = (gate.clone(), id.clone());
-            async move {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                // The record may have moved to another DC meanwhile.
-                let Some((record, _)) = gate.read_record(&id) else {
-                    return Err(Status::not_found(format!("job {id}: forgotten")));
-                };
-                Ok(gate.merged(&record).await.ok())
-            }
-        })))
+        Ok(Response::new(super::watch_stream(
+            &self.gate.tasks,
+            first,
+            move || {
+                let (gate, id) = (gate.clone(), id.clone());
+                async move {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    // The record may have moved to another DC meanwhile.
+                    let Some((record, _)) = gate.read_record(&id) else {
+                        return Err(Status::not_found(format!("job {id}: forgotten")));
+                    };
+                    Ok(gate.merged(&record).await.ok())
+                }
+            },
+        )))
     }
 
     async fn logs(

@@ -621,8 +621,9 @@ fn dispatch(mgr: &Arc<JobsManager>, worker: String, orders: Vec<Order>) {
     if orders.is_empty() {
         return;
     }
-    let mgr = mgr.clone();
-    tokio::spawn(async move {
+    let task = mgr.clone();
+    mgr.tasks.spawn("run orders", async move {
+        let mgr = task;
         let batch = mgr.replica.group.read(|s| {
             let orders = orders
                 .iter()

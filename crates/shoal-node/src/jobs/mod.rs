@@ -149,13 +149,17 @@ impl Wire {
 /// A `Watch` answer: `first`, then each different job `next` returns, until the job has
 /// finished or the client went away. `next` paces itself; `Ok(None)` means "nothing to
 /// say this time", `Err` ends the stream with that status.
-pub(crate) fn watch_stream<F, Fut>(first: shoal_proto::v1::Job, mut next: F) -> JobStream
+pub(crate) fn watch_stream<F, Fut>(
+    tasks: &crate::tasks::Tasks,
+    first: shoal_proto::v1::Job,
+    mut next: F,
+) -> JobStream
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<Option<shoal_proto::v1::Job>, Status>> + Send,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move {
+    tasks.spawn("job watch", async move {
         let mut last = first;
         if tx.send(Ok(last.clone())).await.is_err() {
             return;

@@ -34,7 +34,7 @@ use super::{
     HeartbeatMsg, HeartbeatReply, OrderReply, ReportBatch, ReportReply, RunBatch, StopOrder, Wire,
     leader::Depths, now_ms,
 };
-use crate::kv::group_status;
+use crate::{kv::group_status, tasks::Tasks};
 
 /// Largest spec text accepted, in bytes.
 pub const SPEC_BYTES_MAX: usize = 1024 * 1024;
@@ -72,6 +72,8 @@ pub struct JobsManager {
     pub(super) depths: Mutex<Depths>,
     clients: Mutex<HashMap<String, WorkerClient<Channel>>>,
     pub(super) wake: tokio::sync::Notify,
+    /// The node's tasks: orders in flight and job watches run among them.
+    pub(super) tasks: Tasks,
 }
 
 impl std::fmt::Debug for JobsManager {
@@ -100,6 +102,7 @@ impl JobsManager {
         membership: MembershipHandle,
         dc: String,
         cluster_id: String,
+        tasks: Tasks,
     ) -> Arc<Self> {
         Arc::new(Self {
             replica,
@@ -112,6 +115,7 @@ impl JobsManager {
             depths: Mutex::default(),
             clients: Mutex::default(),
             wake: tokio::sync::Notify::new(),
+            tasks,
         })
     }
 
@@ -302,7 +306,7 @@ impl JobsManager {
                 continue;
             };
             let this = self.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn("stop order", async move {
                 let order = StopOrder {
                     fence,
                     instance: r,
@@ -727,41 +731,45 @@ impl Jobs for JobsService {
         // applied between the look and the wait is not missed).
         let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let last_doc = Arc::new(Mutex::new(tokio::time::Instant::now()));
-        Ok(Response::new(super::watch_stream(first, move || {
-            let (mgr, id, seen, last_doc) =
-                (mgr.clone(), id.clone(), seen.clone(), last_doc.clone());
-            async move {
-                // Look again as soon as anything new is applied here (or every
-                // WATCH_EVERY): the end of a job is sent within a commit, not a polling
-                // period; changes before it at most every WATCH_PROGRESS_EVERY (a big
-                // job changes with every entry, and its document is large).
-                let mut wait = WATCH_EVERY;
-                loop {
-                    let next = seen.load(std::sync::atomic::Ordering::Relaxed) + 1;
-                    let _ = mgr.replica.group.await_applied(next, wait).await;
-                    let since = last_doc.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
-                    let due = since >= WATCH_PROGRESS_EVERY;
-                    let (job, at) = mgr.replica.group.read(|s| {
-                        let job = s
-                            .jobs
-                            .get(&id)
-                            .map(|j| (due || j.finished_ms.is_some()).then(|| job_doc(j)));
-                        (job, s.last_applied.0)
-                    });
-                    seen.store(at, std::sync::atomic::Ordering::Relaxed);
-                    match job {
-                        Some(Some(job)) => {
-                            *last_doc.lock().unwrap_or_else(|p| p.into_inner()) =
-                                tokio::time::Instant::now();
-                            return Ok(Some(job));
+        Ok(Response::new(super::watch_stream(
+            &self.mgr.tasks,
+            first,
+            move || {
+                let (mgr, id, seen, last_doc) =
+                    (mgr.clone(), id.clone(), seen.clone(), last_doc.clone());
+                async move {
+                    // Look again as soon as anything new is applied here (or every
+                    // WATCH_EVERY): the end of a job is sent within a commit, not a polling
+                    // period; changes before it at most every WATCH_PROGRESS_EVERY (a big
+                    // job changes with every entry, and its document is large).
+                    let mut wait = WATCH_EVERY;
+                    loop {
+                        let next = seen.load(std::sync::atomic::Ordering::Relaxed) + 1;
+                        let _ = mgr.replica.group.await_applied(next, wait).await;
+                        let since = last_doc.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+                        let due = since >= WATCH_PROGRESS_EVERY;
+                        let (job, at) = mgr.replica.group.read(|s| {
+                            let job = s
+                                .jobs
+                                .get(&id)
+                                .map(|j| (due || j.finished_ms.is_some()).then(|| job_doc(j)));
+                            (job, s.last_applied.0)
+                        });
+                        seen.store(at, std::sync::atomic::Ordering::Relaxed);
+                        match job {
+                            Some(Some(job)) => {
+                                *last_doc.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    tokio::time::Instant::now();
+                                return Ok(Some(job));
+                            }
+                            // Held back: look again at the next entry or when due.
+                            Some(None) => wait = WATCH_PROGRESS_EVERY.saturating_sub(since),
+                            None => return Err(Status::not_found(format!("job {id}: forgotten"))),
                         }
-                        // Held back: look again at the next entry or when due.
-                        Some(None) => wait = WATCH_PROGRESS_EVERY.saturating_sub(since),
-                        None => return Err(Status::not_found(format!("job {id}: forgotten"))),
                     }
                 }
-            }
-        })))
+            },
+        )))
     }
 
     async fn logs(

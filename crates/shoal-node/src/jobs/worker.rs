@@ -37,6 +37,7 @@ use super::{
     StopOrder, Wire, WorkerReport,
     exec::{self, ProgressFn, Registry},
 };
+use crate::tasks::Tasks;
 
 /// How often the worker tells the leader what it runs.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -122,6 +123,8 @@ pub struct WorkerRuntime {
     fences: Mutex<FenceGuard>,
     channels: Mutex<HashMap<String, WorkerReportsClient<Channel>>>,
     reports: mpsc::UnboundedSender<Pending>,
+    /// The node's tasks: the heartbeat, the reporter and every attempt run among them.
+    tasks: Tasks,
 }
 
 impl std::fmt::Debug for WorkerRuntime {
@@ -141,6 +144,7 @@ impl WorkerRuntime {
         cores: u32,
         membership: MembershipHandle,
         registry: Registry,
+        tasks: &Tasks,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let rt = Arc::new(Self {
@@ -155,10 +159,11 @@ impl WorkerRuntime {
             fences: Mutex::default(),
             channels: Mutex::default(),
             reports: tx,
+            tasks: tasks.clone(),
         });
-        tokio::spawn(heartbeats(Arc::downgrade(&rt)));
-        tokio::spawn(publish_load(Arc::downgrade(&rt)));
-        tokio::spawn(reporter(Arc::downgrade(&rt), rx));
+        tasks.spawn("worker heartbeats", heartbeats(Arc::downgrade(&rt)));
+        tasks.spawn("worker load", publish_load(Arc::downgrade(&rt)));
+        tasks.spawn("worker reports", reporter(Arc::downgrade(&rt), rx));
         rt
     }
 
@@ -224,7 +229,7 @@ impl WorkerRuntime {
             rx
         };
         tracing::debug!(instance = %o.instance, attempt = o.attempt, kind = o.work.kind(), "starting");
-        tokio::spawn(self.clone().attempt(o, rx));
+        self.tasks.spawn("attempt", self.clone().attempt(o, rx));
         OrderReply::Accepted
     }
 

@@ -1,4 +1,6 @@
-//! Shared by the in-process node tests.
+//! Shared by the in-process node tests (each test file uses a part of it).
+
+#![allow(dead_code)]
 
 use shoal_types::{NodeConfig, PartialConfig};
 
