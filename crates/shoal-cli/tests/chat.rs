@@ -315,7 +315,7 @@ fn bad_input_is_refused_naming_the_rule_and_stores_nothing() {
         (
             vec!["rooms", "create", "has space"],
             2,
-            "room: `has space` is not a valid name (1-64 characters of A-Z a-z 0-9 _ . -)",
+            "room: `has space` is not a valid name (1-64 characters of [A-Za-z0-9_.-])",
         ),
         (
             vec!["rooms", "create", "r1"],

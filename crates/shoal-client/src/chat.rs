@@ -34,7 +34,7 @@ use tonic::{Status, transport::Channel};
 
 use crate::servers::{CallError, CallOptions, Servers, retryable};
 
-pub use shoal_state::chat::{NAME_RULE, TEXT_BYTES_MAX, validate_name, validate_text};
+pub use shoal_state::chat::{NAME_RULE, TEXT_BYTES_MAX, check_name, validate_text};
 
 /// A subscription moves on when its server sent nothing (not even a heartbeat, which
 /// comes every 500 ms) for this long.
@@ -119,7 +119,7 @@ impl ChatClient {
     }
 
     pub async fn create_room(&self, room: &str) -> Result<(), CallError> {
-        validate_name("room", room).map_err(rejected)?;
+        check_name("room", room).map_err(rejected)?;
         let tag = self.next_tag();
         self.servers
             .call(|mut c, t| {
@@ -150,8 +150,8 @@ impl ChatClient {
         user: &str,
         join: bool,
     ) -> Result<Vec<String>, CallError> {
-        validate_name("room", room).map_err(rejected)?;
-        validate_name("user", user).map_err(rejected)?;
+        check_name("room", room).map_err(rejected)?;
+        check_name("user", user).map_err(rejected)?;
         let tag = self.next_tag();
         self.servers
             .call(|mut c, t| {
@@ -183,8 +183,8 @@ impl ChatClient {
         client_msg_id: &str,
         lamport: u64,
     ) -> Result<Posted, CallError> {
-        validate_name("room", room).map_err(rejected)?;
-        validate_name("user", user).map_err(rejected)?;
+        check_name("room", room).map_err(rejected)?;
+        check_name("user", user).map_err(rejected)?;
         validate_text(text).map_err(rejected)?;
         let tag = self.next_tag();
         self.servers
@@ -218,7 +218,7 @@ impl ChatClient {
         limit: u32,
         stale: bool,
     ) -> Result<HistoryResponse, CallError> {
-        validate_name("room", room).map_err(rejected)?;
+        check_name("room", room).map_err(rejected)?;
         self.servers
             .call(|mut c, t| {
                 let mut req = tonic::Request::new(HistoryRequest {

@@ -33,11 +33,10 @@ impl std::fmt::Debug for JobsClient {
     }
 }
 
-/// A job id made from the spec's name: `<name (≤ 50 chars)>-<8 hex digits>`.
+/// A new job id made from the spec's name (see [`jobspec::job_id`]).
 pub fn new_job_id(name: &str) -> String {
     use rand::RngExt as _;
-    let stem: String = name.chars().take(50).collect();
-    format!("{stem}-{:08x}", rand::rng().random::<u32>())
+    jobspec::job_id(name, rand::rng().random::<u32>())
 }
 
 impl JobsClient {
@@ -74,7 +73,7 @@ impl JobsClient {
         let (parsed, _) = jobspec::parse(spec, format, source).map_err(CallError::Rejected)?;
         let id = match id {
             Some(id) => {
-                shoal_state::jobs::validate_name("--id", id)
+                shoal_state::jobs::check_name("--id", id)
                     .map_err(|e| CallError::Rejected(e.to_string()))?;
                 id.to_string()
             }

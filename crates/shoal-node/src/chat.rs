@@ -390,7 +390,7 @@ impl Chat for ChatService {
         r: Request<HistoryRequest>,
     ) -> Result<Response<HistoryResponse>, Status> {
         let r = r.into_inner();
-        chat::validate_name("room", &r.room).map_err(chat_status)?;
+        chat::check_name("room", &r.room).map_err(chat_status)?;
         let limit = page_limit(r.limit, HISTORY_LIMIT_MAX)?;
         read_point(&self.hub.replica, r.stale).await?;
         let (messages, next_seq, first_seq) =
@@ -409,7 +409,7 @@ impl Chat for ChatService {
         r: Request<SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let r = r.into_inner();
-        chat::validate_name("room", &r.room).map_err(chat_status)?;
+        chat::check_name("room", &r.room).map_err(chat_status)?;
         let replica = self.hub.replica.clone();
         // A room created a moment ago may not be applied here yet.
         if replica.group.read(|s| s.chat.room(&r.room).is_none()) {

@@ -498,7 +498,8 @@ fn keep_resolving(
     });
 }
 
-fn rand_seed() -> u64 {
+/// A seed that differs per call and per process (no `rand` dependency needed).
+pub(crate) fn rand_seed() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(unix_ms())
 }

@@ -21,8 +21,6 @@ use crate::LogIndex;
 
 /// Longest message text, in bytes.
 pub const TEXT_BYTES_MAX: usize = 4096;
-/// Longest room, user or client message id name.
-pub const NAME_CHARS_MAX: usize = 64;
 /// Messages a room keeps.
 pub const ROOM_MESSAGES_KEPT: usize = 100_000;
 /// Rooms a cluster holds.
@@ -31,7 +29,7 @@ pub const ROOMS_MAX: usize = 10_000;
 pub const MEMBERS_MAX: usize = 10_000;
 
 /// The rule for room and user names (and client message ids).
-pub const NAME_RULE: &str = "1-64 characters of A-Z a-z 0-9 _ . -";
+pub use shoal_types::NAME_RULE;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChatCommand {
@@ -157,21 +155,13 @@ pub struct Chat {
     messages_total: u64,
 }
 
-/// Checks a room or user name (or a client message id) against [`NAME_RULE`].
-pub fn validate_name(field: &str, value: &str) -> Result<(), ChatError> {
-    let ok = !value.is_empty()
-        && value.chars().count() <= NAME_CHARS_MAX
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ChatError::BadName {
-            field: field.to_string(),
-            value: value.chars().take(80).collect(),
-        })
-    }
+/// Checks a room or user name (or a client message id) against shoal's one naming
+/// rule ([`shoal_types::validate_name`]); the error names `field`.
+pub fn check_name(field: &str, value: &str) -> Result<(), ChatError> {
+    shoal_types::validate_name(value).map_err(|_| ChatError::BadName {
+        field: field.to_string(),
+        value: value.chars().take(80).collect(),
+    })
 }
 
 pub fn validate_text(text: &str) -> Result<(), ChatError> {
@@ -188,10 +178,10 @@ impl ChatCommand {
     /// The checks `apply` makes that need no state, for callers that refuse early.
     pub fn validate(&self) -> Result<(), ChatError> {
         match self {
-            ChatCommand::CreateRoom { room } => validate_name("room", room),
+            ChatCommand::CreateRoom { room } => check_name("room", room),
             ChatCommand::Join { room, user } | ChatCommand::Leave { room, user } => {
-                validate_name("room", room)?;
-                validate_name("user", user)
+                check_name("room", room)?;
+                check_name("user", user)
             }
             ChatCommand::Post {
                 room,
@@ -200,10 +190,10 @@ impl ChatCommand {
                 client_msg_id,
                 ..
             } => {
-                validate_name("room", room)?;
-                validate_name("user", user)?;
+                check_name("room", room)?;
+                check_name("user", user)?;
                 if !client_msg_id.is_empty() {
-                    validate_name("client_msg_id", client_msg_id)?;
+                    check_name("client_msg_id", client_msg_id)?;
                 }
                 validate_text(text)
             }
@@ -505,7 +495,7 @@ mod tests {
             ),
             (
                 ChatCommand::CreateRoom { room: "é".into() },
-                "1-64 characters of A-Z a-z 0-9 _ . -",
+                "1-64 characters of [A-Za-z0-9_.-]",
             ),
         ];
         for (cmd, want) in cases {

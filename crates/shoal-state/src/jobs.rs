@@ -27,8 +27,6 @@ use shoal_types::Fence;
 
 use crate::LogIndex;
 
-/// Longest job, workflow, worker or tag name.
-pub const NAME_BYTES_MAX: usize = 64;
 /// Most workflows in one job.
 pub const WORKFLOWS_MAX: usize = 256;
 /// Most instances of one workflow.
@@ -141,21 +139,10 @@ fn invalid(field: impl Into<String>, rule: impl Into<String>) -> JobError {
     }
 }
 
-/// Names (jobs, workflows, ids): 1–64 characters of `A-Z a-z 0-9 _ . -`.
-pub fn validate_name(field: &str, name: &str) -> Result<(), JobError> {
-    let ok = !name.is_empty()
-        && name.len() <= NAME_BYTES_MAX
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            field,
-            format!("`{name}` must be 1-{NAME_BYTES_MAX} characters of A-Z a-z 0-9 _ . -"),
-        ))
-    }
+/// Checks a name (job, workflow, kind, job id, worker) against shoal's one naming rule
+/// ([`shoal_types::validate_name`]); the error names `field`.
+pub fn check_name(field: &str, name: &str) -> Result<(), JobError> {
+    shoal_types::validate_name(name).map_err(|e| invalid(field, format!("`{name}` {e}")))
 }
 
 fn check_len(field: &str, s: &str) -> Result<(), JobError> {
@@ -222,7 +209,7 @@ impl Work {
                 format!("{times}, the limit is {}", RETRIES_MAX + 1),
             )),
             Work::Custom { kind, args } => {
-                validate_name(&format!("{at}.kind"), kind)?;
+                check_name(&format!("{at}.kind"), kind)?;
                 if BUILTIN_KINDS.contains(&kind.as_str()) {
                     return Err(invalid(format!("{at}.kind"), "a built-in kind, not custom"));
                 }
@@ -237,7 +224,7 @@ impl JobSpec {
     /// Checks everything that does not depend on the workers: names, counts, limits,
     /// dependencies (known, no cycle). The error names the field (`workflows[2].cores`).
     pub fn validate(&self) -> Result<(), JobError> {
-        validate_name("name", &self.name)?;
+        check_name("name", &self.name)?;
         check_timeout("timeout_s", self.timeout_s)?;
         if let Some(s) = &self.strategy
             && !STRATEGIES.contains(&s.as_str())
@@ -260,7 +247,7 @@ impl JobSpec {
         let mut total: u64 = 0;
         for (i, w) in self.workflows.iter().enumerate() {
             let at = format!("workflows[{i}]");
-            validate_name(&format!("{at}.name"), &w.name)?;
+            check_name(&format!("{at}.name"), &w.name)?;
             if !names.insert(w.name.as_str()) {
                 return Err(invalid(
                     format!("{at}.name"),
@@ -286,7 +273,7 @@ impl JobSpec {
                 ));
             }
             for (k, v) in &w.constraints {
-                validate_name(&format!("{at}.constraints"), k)?;
+                check_name(&format!("{at}.constraints"), k)?;
                 check_len(&format!("{at}.constraints.{k}"), v)?;
             }
         }
@@ -758,7 +745,7 @@ impl Jobs {
         spec: &JobSpec,
         now_ms: u64,
     ) -> Result<bool, JobError> {
-        validate_name("id", id)?;
+        check_name("id", id)?;
         spec.validate()?;
         if let Some(j) = self.jobs.get(id) {
             if &j.spec == spec {

@@ -46,6 +46,14 @@ impl Format {
         }
     }
 
+    /// Its name, as [`Format::pick`] takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Toml => "toml",
+            Format::Json => "json",
+        }
+    }
+
     /// From a file name's extension (`.json` → JSON, anything else TOML).
     pub fn of_path(path: &str) -> Self {
         if path.to_ascii_lowercase().ends_with(".json") {
@@ -54,6 +62,13 @@ impl Format {
             Format::Toml
         }
     }
+}
+
+/// A job id made from the spec's name: `<name (≤ 50 chars)>-<salt as 8 hex digits>`.
+/// The caller draws `salt` at random (this crate stays free of randomness).
+pub fn job_id(name: &str, salt: u32) -> String {
+    let stem: String = name.chars().take(50).collect();
+    format!("{stem}-{salt:08x}")
 }
 
 #[derive(Deserialize)]
@@ -212,7 +227,7 @@ pub fn parse(text: &str, format: Format, source: &str) -> Result<(JobSpec, Place
         return Err(format!("{source}: datacenter_count: must be at least 1"));
     }
     for dc in raw.datacenters.iter().flatten() {
-        crate::jobs::validate_name("datacenters", dc).map_err(|e| format!("{source}: {e}"))?;
+        crate::jobs::check_name("datacenters", dc).map_err(|e| format!("{source}: {e}"))?;
     }
     Ok((
         spec,

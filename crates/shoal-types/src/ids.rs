@@ -6,12 +6,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::NAME_CHARS_MAX;
 
-/// Why a name (node id, dc, tag key) was refused.
+/// The one naming rule, in words (ids, datacenters, tag keys, jobs, workflows, rooms,
+/// users).
+pub const NAME_RULE: &str = "1-64 characters of [A-Za-z0-9_.-]";
+const _: () = assert!(NAME_CHARS_MAX == 64, "NAME_RULE spells the limit out");
+
+/// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("must be 1-{max} characters of [A-Za-z0-9_.-]", max = NAME_CHARS_MAX)]
+#[error("must be {NAME_RULE}")]
 pub struct InvalidName;
 
-/// Checks the one naming rule shoal uses for ids, datacenters and tag keys.
+/// Checks the one naming rule shoal uses for node ids, datacenters, tag keys, job and
+/// workflow names, job ids, rooms and users.
 pub fn validate_name(name: &str) -> Result<(), InvalidName> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
     if name.is_empty() || name.len() > NAME_CHARS_MAX || !name.chars().all(ok_char) {

@@ -21,7 +21,7 @@ pub mod status;
 
 pub use config::{ConfigError, GossipTiming, NodeConfig, PartialConfig, Profile, RaftTimingConfig};
 pub use fence::{Fence, FenceGuard, StaleFence};
-pub use ids::{InvalidName, NodeId, Role, validate_name};
+pub use ids::{InvalidName, NAME_RULE, NodeId, Role, validate_name};
 pub use meta::{Lifecycle, MemberState, NodeMeta};
 
 /// The version of this build, carried in node metadata and shown in status.

@@ -356,7 +356,7 @@ impl Session {
 const HELP: &str = "*** /join ROOM  /leave  /rooms  /who  /quit  (anything else is posted)";
 
 async fn interactive(client: Arc<ChatClient>, room: String, user: String, last: u64) -> ExitCode {
-    if let Err(e) = shoal_client::chat::validate_name("user", &user) {
+    if let Err(e) = shoal_client::chat::check_name("user", &user) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
@@ -397,7 +397,7 @@ async fn interactive(client: Arc<ChatClient>, room: String, user: String, last: 
                     "/help" => say(HELP),
                     "/join" => {
                         let to = arg.trim();
-                        if let Err(e) = shoal_client::chat::validate_name("room", to) {
+                        if let Err(e) = shoal_client::chat::check_name("room", to) {
                             say(&format!("*** {e}"));
                             continue;
                         }

@@ -95,7 +95,7 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// Registers `kind` (1-64 of A-Z a-z 0-9 _ . -, not a built-in name).
     pub fn register(&mut self, kind: &str, work: impl CustomWork) -> Result<(), String> {
-        shoal_state::jobs::validate_name("kind", kind).map_err(|e| e.to_string())?;
+        shoal_state::jobs::check_name("kind", kind).map_err(|e| e.to_string())?;
         if shoal_state::jobs::BUILTIN_KINDS.contains(&kind) {
             return Err(format!("kind: `{kind}` is a built-in kind"));
         }

@@ -595,32 +595,14 @@ impl Jobs for GateJobs {
         r: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
         let r = r.into_inner();
-        if r.spec.len() > super::service::SPEC_BYTES_MAX {
-            return Err(Status::invalid_argument(format!(
-                "spec: {} bytes, the limit is {}",
-                r.spec.len(),
-                super::service::SPEC_BYTES_MAX
-            )));
-        }
-        let source = if r.source.is_empty() {
-            "spec".to_string()
-        } else {
-            r.source.clone()
-        };
-        let format = Format::pick(&r.format, &r.spec).map_err(Status::invalid_argument)?;
-        let (spec, placement) =
-            jobspec::parse(&r.spec, format, &source).map_err(Status::invalid_argument)?;
-        let id = if r.id.is_empty() {
-            shoal_client::jobs::new_job_id(&spec.name)
-        } else {
-            r.id.clone()
-        };
-        shoal_state::jobs::validate_name("id", &id)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let format_name = match format {
-            Format::Toml => "toml",
-            Format::Json => "json",
-        };
+        let super::Submission {
+            spec,
+            placement,
+            format,
+            source,
+            id,
+        } = super::Submission::admit(&r)?;
+        let format_name = format.name();
         let (record, created) = match self.gate.record(&id).await? {
             Some((existing, _)) if existing.spec == r.spec => (existing, false),
             Some(_) => {

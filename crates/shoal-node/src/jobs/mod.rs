@@ -26,10 +26,61 @@ pub mod service;
 pub mod worker;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use shoal_proto::v1::InternalMessage;
-use shoal_state::jobs::{Event, InstanceRef, Work};
+use shoal_proto::v1::{InternalMessage, SubmitRequest};
+use shoal_state::{
+    jobs::{Event, InstanceRef, JobSpec, Work},
+    jobspec::{self, Format, Placement},
+};
 use shoal_types::Fence;
 use tonic::Status;
+
+/// Largest job spec a submission may carry.
+pub const SPEC_BYTES_MAX: usize = 1024 * 1024;
+
+/// A submission that passed the edge checks every receiver (gate or manager) makes:
+/// the spec's size, its format, the spec itself, and the job id (given, or made).
+pub(crate) struct Submission {
+    pub spec: JobSpec,
+    pub placement: Placement,
+    pub format: Format,
+    /// Where the spec came from, for messages (`spec` when the client did not say).
+    pub source: String,
+    pub id: String,
+}
+
+impl Submission {
+    /// Checks `r`; the error names the field and the rule, and nothing was written.
+    pub(crate) fn admit(r: &SubmitRequest) -> Result<Self, Status> {
+        if r.spec.len() > SPEC_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "spec: {} bytes, the limit is {SPEC_BYTES_MAX}",
+                r.spec.len()
+            )));
+        }
+        let source = if r.source.is_empty() {
+            "spec".to_string()
+        } else {
+            r.source.clone()
+        };
+        let format = Format::pick(&r.format, &r.spec).map_err(Status::invalid_argument)?;
+        let (spec, placement) =
+            jobspec::parse(&r.spec, format, &source).map_err(Status::invalid_argument)?;
+        let id = if r.id.is_empty() {
+            jobspec::job_id(&spec.name, crate::node::rand_seed() as u32)
+        } else {
+            r.id.clone()
+        };
+        shoal_state::jobs::check_name("id", &id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Self {
+            spec,
+            placement,
+            format,
+            source,
+            id,
+        })
+    }
+}
 
 /// Encoding version of internal job messages.
 pub const PAYLOAD_VERSION: u32 = 2;

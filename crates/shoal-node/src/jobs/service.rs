@@ -24,10 +24,8 @@ use shoal_sched::{Demand, InstanceKey, Scheduler, Strategy, Tags};
 use shoal_state::{
     Command, JobCommand, JobError, JobResponse, Request as SmRequest, Response as SmResponse,
     jobs::{Event, InstanceRef, Job, JobSpec, Outcome, RunState, Work, kind_tag},
-    jobspec::{self, Format},
 };
-use shoal_types::Fence;
-use shoal_types::{Lifecycle, MemberState, Role};
+use shoal_types::{Fence, Lifecycle, MemberState, Role};
 use tonic::{Request, Response, Status, transport::Channel};
 
 use super::{
@@ -36,8 +34,6 @@ use super::{
 };
 use crate::{kv::group_status, tasks::Tasks};
 
-/// Largest spec text accepted, in bytes.
-pub const SPEC_BYTES_MAX: usize = 1024 * 1024;
 /// How often `Watch` looks for changes when nothing is applied.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// `Watch` sends a running job's document at most this often (its end at once).
@@ -579,20 +575,14 @@ impl Jobs for JobsService {
     ) -> Result<Response<pb::SubmitResponse>, Status> {
         tracing::trace!("submit in");
         let r = r.into_inner();
-        if r.spec.len() > SPEC_BYTES_MAX {
-            return Err(Status::invalid_argument(format!(
-                "spec: {} bytes, the limit is {SPEC_BYTES_MAX}",
-                r.spec.len()
-            )));
-        }
-        let source = if r.source.is_empty() {
-            "spec"
-        } else {
-            r.source.as_str()
-        };
-        let format = Format::pick(&r.format, &r.spec).map_err(Status::invalid_argument)?;
-        let (spec, placement) =
-            jobspec::parse(&r.spec, format, source).map_err(Status::invalid_argument)?;
+        let super::Submission {
+            spec,
+            placement,
+            source,
+            id,
+            ..
+        } = super::Submission::admit(&r)?;
+        let source = source.as_str();
         if !placement.datacenters.is_empty() && !placement.datacenters.contains(&self.mgr.dc) {
             return Err(Status::invalid_argument(format!(
                 "{source}: datacenters: this manager serves {}; submit through a gate to run in {}",
@@ -607,12 +597,6 @@ impl Jobs for JobsService {
                 "{source}: datacenters: a job across several datacenters is submitted through a gate (shoal submit --servers <gate>)"
             )));
         }
-        let id = if r.id.is_empty() {
-            shoal_client::jobs::new_job_id(&spec.name)
-        } else {
-            r.id
-        };
-        shoal_state::jobs::validate_name("id", &id).map_err(jobs_status)?;
         self.mgr.check_placeable(&spec, source)?;
         tracing::trace!("submit checked");
         // The leader places what it can at once, in the Submit entry itself.
@@ -839,7 +823,7 @@ impl WorkerReports for ReportsService {
         r: Request<InternalMessage>,
     ) -> Result<Response<InternalMessage>, Status> {
         let m: ReportBatch = self.mgr.wire.open(r.get_ref())?;
-        shoal_state::jobs::validate_name("worker", &m.worker).map_err(jobs_status)?;
+        shoal_state::jobs::check_name("worker", &m.worker).map_err(jobs_status)?;
         let finished = m
             .reports
             .iter()
