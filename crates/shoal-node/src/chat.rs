@@ -39,7 +39,7 @@ use shoal_state::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    kv::{commit, fence, group_status, page_limit, read_point, tag},
+    replicated::{commit, fence, group_status, page_limit, read_point, tag},
     tasks::Tasks,
 };
 

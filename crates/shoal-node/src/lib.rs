@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod kv;
 pub mod metrics;
 pub mod node;
+pub mod replicated;
 pub mod role_log;
 pub mod status;
 pub mod tasks;

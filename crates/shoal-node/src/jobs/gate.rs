@@ -31,7 +31,7 @@ use shoal_state::{
 use shoal_types::{MemberState, Role};
 use tonic::{Request, Response, Status};
 
-use crate::{kv::group_status, tasks::Tasks};
+use crate::{replicated::group_status, tasks::Tasks};
 
 /// KV prefix of the gates' job records.
 pub const RECORD_PREFIX: &str = "_shoal/gates/jobs/";

@@ -550,7 +550,7 @@ async fn round(
                 command: shoal_state::Command::Jobs(cmd),
             })
             .await
-            .map_err(crate::kv::group_status)?;
+            .map_err(crate::replicated::group_status)?;
         if let shoal_state::Response::Jobs(Ok(JobResponse::Stopped { stopped })) = applied.response
         {
             mgr.send_stops(stopped, Fence::new(applied.term, applied.index.0));

@@ -32,7 +32,7 @@ use super::{
     HeartbeatMsg, HeartbeatReply, OrderReply, ReportBatch, ReportReply, RunBatch, StopOrder, Wire,
     leader::Depths, now_ms,
 };
-use crate::{kv::group_status, tasks::Tasks};
+use crate::{replicated::group_status, tasks::Tasks};
 
 /// How often `Watch` looks for changes when nothing is applied.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
