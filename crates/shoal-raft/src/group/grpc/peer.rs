@@ -1,16 +1,12 @@
-//! Raft over gRPC: the `shoal.v1.Raft` service (server side) and the network factory
-//! openraft uses to reach peers (client side).
-//!
-//! Every message carries the group name and the cluster id; a node of another cluster
-//! or group is refused (PERMISSION_DENIED / NOT_FOUND) before anything is decoded. The
-//! payload is the postcard encoding of openraft's message, versioned by `version`.
-//! Each peer client sits behind one circuit breaker (shoal-client's).
+//! The client side openraft uses to reach a peer: one lazily connected channel per
+//! peer, behind that peer's circuit breaker, with streamed replication.
 
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use futures_util::StreamExt;
 use openraft::{
     BasicNode,
     alias::{SnapshotOf, VoteOf},
@@ -25,348 +21,22 @@ use openraft::{
 use serde::{Serialize, de::DeserializeOwned};
 use shoal_proto::{
     GRPC_MESSAGE_BYTES_MAX,
-    v1::{
-        RaftMessage, SnapshotChunk,
-        raft_client::RaftClient,
-        raft_server::{Raft as RaftRpc, RaftServer},
-    },
+    v1::{RaftMessage, SnapshotChunk, raft_client::RaftClient},
 };
 use shoal_types::breaker::{BreakerConfig, BreakerState};
-use tokio_stream_compat::StreamExt;
-use tonic::{Request, Response, Status, Streaming, transport::Channel};
+use tonic::{Request, Response, Status, transport::Channel};
 
-use super::{
-    GroupError, RaftGroup, ShoalRaft, SnapshotData,
+use super::{C, Identity, SNAPSHOT_CHUNK_BYTES, decode, encode, lock};
+use crate::group::{
+    SnapshotData,
     hold::{HOLD, HoldBack},
     peer_breaker::{PeerBreaker, Permit},
-    replica::{CATCH_UP_TIMEOUT, MembershipChange, apply_change},
 };
-
-type C = ShoalRaft;
-
-/// Encoding version of the payloads.
-pub const PAYLOAD_VERSION: u32 = 1;
-/// Snapshot bytes per streamed chunk.
-const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
-
-mod tokio_stream_compat {
-    pub use futures_util::StreamExt;
-}
-
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, Status> {
-    postcard::to_allocvec(v).map_err(|e| Status::internal(format!("encode: {e}")))
-}
-
-fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, Status> {
-    postcard::from_bytes(b)
-        .map_err(|e| Status::invalid_argument(format!("payload: does not decode: {e}")))
-}
-
-/// Who we are, checked on every message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub cluster_id: String,
-    pub group: String,
-}
-
-impl Identity {
-    fn message(&self, payload: Vec<u8>) -> RaftMessage {
-        RaftMessage {
-            group: self.group.clone(),
-            cluster_id: self.cluster_id.clone(),
-            version: PAYLOAD_VERSION,
-            payload,
-        }
-    }
-
-    fn check(&self, cluster_id: &str, group: &str) -> Result<(), Status> {
-        if cluster_id != self.cluster_id {
-            return Err(Status::permission_denied(
-                "cluster_id: this node belongs to another cluster",
-            ));
-        }
-        if group != self.group {
-            return Err(Status::not_found(format!(
-                "group: `{group}` is not served here"
-            )));
-        }
-        Ok(())
-    }
-
-    fn open<T: DeserializeOwned>(&self, m: &RaftMessage) -> Result<T, Status> {
-        self.check(&m.cluster_id, &m.group)?;
-        if m.version != PAYLOAD_VERSION {
-            return Err(Status::invalid_argument(format!(
-                "version: {} is not understood; this node speaks {PAYLOAD_VERSION}",
-                m.version
-            )));
-        }
-        decode(&m.payload)
-    }
-}
-
-/// The server side: hands each RPC to the local group.
-pub struct RaftService {
-    group: RaftGroup,
-    me: Identity,
-}
-
-/// The gRPC service for `group`, with explicit message size limits.
-pub fn service(group: RaftGroup, me: Identity) -> RaftServer<RaftService> {
-    RaftServer::new(RaftService { group, me })
-        .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-}
-
-fn raft_status(e: impl std::fmt::Display) -> Status {
-    Status::unavailable(format!("raft: {e}"))
-}
-
-/// What a forwarded proposal returns.
-pub type ProposeOutcome = Result<(u64, u64, shoal_state::Response), GroupError>;
-
-#[tonic::async_trait]
-impl RaftRpc for RaftService {
-    type AppendStreamStream =
-        std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<RaftMessage, Status>> + Send>>;
-
-    /// The follower side of streamed replication: requests in, results out, in order
-    /// (openraft pipelines them). A message that fails the cluster check or does not
-    /// decode ends the stream; the leader opens a new one.
-    async fn append_stream(
-        &self,
-        r: Request<Streaming<RaftMessage>>,
-    ) -> Result<Response<Self::AppendStreamStream>, Status> {
-        let me = self.me.clone();
-        let requests = r.into_inner().scan((), move |_, item| {
-            let req = match item {
-                Ok(m) => me
-                    .open::<AppendEntriesRequest<C>>(&m)
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            futures_util::future::ready(match req {
-                Ok(req) => {
-                    tracing::trace!(entries = req.entries.len(), "append in");
-                    Some(req)
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "replication stream ends");
-                    None
-                }
-            })
-        });
-        let me = self.me.clone();
-        let results = self
-            .group
-            .raft()
-            .stream_append(requests)
-            .map(move |r| match r {
-                Ok(result) => {
-                    tracing::trace!("append result out");
-                    encode(&result).map(|p| me.message(p))
-                }
-                Err(fatal) => Err(Status::unavailable(format!("raft stopped: {fatal}"))),
-            });
-        Ok(Response::new(Box::pin(results)))
-    }
-
-    async fn vote(&self, r: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let req: VoteRequest<C> = self.me.open(r.get_ref())?;
-        let resp = self.group.raft().vote(req).await.map_err(raft_status)?;
-        Ok(Response::new(self.me.message(encode(&resp)?)))
-    }
-
-    async fn pre_vote(&self, r: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let req: VoteRequest<C> = self.me.open(r.get_ref())?;
-        let resp = self.group.raft().pre_vote(req).await.map_err(raft_status)?;
-        Ok(Response::new(self.me.message(encode(&resp)?)))
-    }
-
-    async fn append_entries(
-        &self,
-        r: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
-        let req: AppendEntriesRequest<C> = self.me.open(r.get_ref())?;
-        let resp = self
-            .group
-            .raft()
-            .append_entries(req)
-            .await
-            .map_err(raft_status)?;
-        Ok(Response::new(self.me.message(encode(&resp)?)))
-    }
-
-    async fn install_snapshot(
-        &self,
-        r: Request<Streaming<SnapshotChunk>>,
-    ) -> Result<Response<RaftMessage>, Status> {
-        let mut stream = r.into_inner();
-        let mut head: Option<Vec<u8>> = None;
-        let mut data = Vec::new();
-        let mut done = false;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            self.me.check(&chunk.cluster_id, &chunk.group)?;
-            if head.is_none() {
-                head = Some(chunk.meta);
-            }
-            data.extend_from_slice(&chunk.data);
-            if chunk.done {
-                done = true;
-                break;
-            }
-        }
-        // A sender that gave up (its timeout) ends the stream early: what arrived is a
-        // prefix of the snapshot, and installing it would fail to decode and stop Raft.
-        if !done {
-            return Err(Status::aborted(format!(
-                "snapshot: the stream ended before its last chunk ({} bytes received); nothing installed",
-                data.len()
-            )));
-        }
-        let head =
-            head.ok_or_else(|| Status::invalid_argument("meta: the first chunk must carry it"))?;
-        let (vote, meta): (VoteOf<C>, openraft::alias::SnapshotMetaOf<C>) = decode(&head)?;
-        let snapshot = SnapshotOf::<C, SnapshotData> {
-            meta,
-            snapshot: std::io::Cursor::new(data),
-        };
-        let resp = self
-            .group
-            .raft()
-            .install_full_snapshot(vote, snapshot)
-            .await
-            .map_err(raft_status)?;
-        Ok(Response::new(self.me.message(encode(&resp)?)))
-    }
-
-    async fn propose(&self, r: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let req: shoal_state::Request = self.me.open(r.get_ref())?;
-        let outcome: ProposeOutcome = self
-            .group
-            .propose(req)
-            .await
-            .map(|a| (a.index.0, a.term, a.response));
-        Ok(Response::new(self.me.message(encode(&outcome)?)))
-    }
-
-    async fn read_index(&self, r: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let () = self.me.open(r.get_ref())?;
-        let outcome: Result<u64, GroupError> = self.group.read_index().await;
-        Ok(Response::new(self.me.message(encode(&outcome)?)))
-    }
-
-    async fn change_membership(
-        &self,
-        r: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
-        let change: MembershipChange = self.me.open(r.get_ref())?;
-        let outcome: Result<(), GroupError> = apply_change(&self.group, change).await;
-        Ok(Response::new(self.me.message(encode(&outcome)?)))
-    }
-}
-
-/// Client side of the follower → leader calls (forwarded writes, read indexes). One
-/// channel per leader address, connected lazily and reused.
-#[derive(Clone)]
-pub struct Forwarder {
-    me: Identity,
-    timeout: Duration,
-    channels: Arc<Mutex<std::collections::HashMap<String, RaftClient<Channel>>>>,
-}
-
-impl std::fmt::Debug for Forwarder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Forwarder").field("me", &self.me).finish()
-    }
-}
-
-impl Forwarder {
-    /// `timeout` bounds each forwarded call.
-    pub fn new(me: Identity, timeout: Duration) -> Self {
-        Self {
-            me,
-            timeout,
-            channels: Arc::default(),
-        }
-    }
-
-    fn client(&self, addr: &str) -> Result<RaftClient<Channel>, GroupError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .map_err(|e| GroupError::Fatal(format!("leader address `{addr}`: {e}")))?
-            .connect_timeout(Duration::from_millis(500))
-            .connect_lazy();
-        let client = RaftClient::new(channel)
-            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
-        channels.insert(addr.to_string(), client.clone());
-        Ok(client)
-    }
-
-    fn request<T: Serialize>(&self, v: &T) -> Result<Request<RaftMessage>, GroupError> {
-        let payload = encode(v).map_err(|e| GroupError::Fatal(e.to_string()))?;
-        let mut request = Request::new(self.me.message(payload));
-        request.set_timeout(self.timeout);
-        Ok(request)
-    }
-
-    fn reply<T: DeserializeOwned>(
-        &self,
-        r: Result<Response<RaftMessage>, Status>,
-        unknown: GroupError,
-    ) -> Result<T, GroupError> {
-        match r {
-            Ok(reply) => self
-                .me
-                .open::<T>(reply.get_ref())
-                .map_err(|s| GroupError::Fatal(s.message().to_string())),
-            // The call may or may not have reached the leader.
-            Err(s) => {
-                tracing::debug!(error = %s, "forwarded call failed");
-                Err(unknown)
-            }
-        }
-    }
-
-    /// Proposes at the leader at `addr`. A transport failure is `Unknown`: the write may
-    /// have committed, so the caller retries with the same client tag.
-    pub async fn propose(&self, addr: &str, req: &shoal_state::Request) -> ProposeOutcome {
-        let mut client = self.client(addr)?;
-        let r = client.propose(self.request(req)?).await;
-        self.reply::<ProposeOutcome>(r, GroupError::Unknown { leader: None })?
-    }
-
-    /// Asks the leader at `addr` to change the membership. Adding a member waits for
-    /// it to catch up, so this call is allowed the catch-up time.
-    pub async fn change_membership(
-        &self,
-        addr: &str,
-        change: &MembershipChange,
-    ) -> Result<(), GroupError> {
-        let mut client = self.client(addr)?;
-        let mut request = self.request(change)?;
-        request.set_timeout(CATCH_UP_TIMEOUT + self.timeout);
-        let r = client.change_membership(request).await;
-        self.reply::<Result<(), GroupError>>(r, GroupError::Unknown { leader: None })?
-    }
-
-    /// Asks the leader at `addr` for a read index.
-    pub async fn read_index(&self, addr: &str) -> Result<u64, GroupError> {
-        let mut client = self.client(addr)?;
-        let r = client.read_index(self.request(&())?).await;
-        self.reply::<Result<u64, GroupError>>(r, GroupError::NotLeader { leader: None })?
-    }
-}
 
 /// The breaker in front of each Raft peer. Opening after 3 errors in 30 s is the
 /// predecessor's rule; the retry comes after one minimum election window instead of
 /// 10 s, so a peer that was briefly unreachable can vote in the next election.
-pub fn peer_breaker(timing: &super::RaftTiming) -> BreakerConfig {
+pub fn peer_breaker(timing: &crate::group::RaftTiming) -> BreakerConfig {
     BreakerConfig {
         half_open_after: Duration::from_millis(timing.election_min_ms),
         ..BreakerConfig::default()
@@ -417,7 +87,7 @@ impl GrpcNetwork {
     /// few seconds' cut), and calls queue behind it after the heal; with them, the dead
     /// connection is dropped during the cut and the first call after the heal opens a
     /// fresh one. A connection attempt gets the same window.
-    pub fn new(me: Identity, timing: &super::RaftTiming) -> Self {
+    pub fn new(me: Identity, timing: &crate::group::RaftTiming) -> Self {
         Self {
             me,
             breaker: peer_breaker(timing),
@@ -635,10 +305,6 @@ impl Progress {
     fn stuck(&self, window: Duration) -> bool {
         self.outstanding > 0 && self.since.is_some_and(|s| s.elapsed() >= window)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl RaftNetworkFactory<C> for GrpcNetwork {
