@@ -87,11 +87,6 @@ pub struct MembershipHandle {
     task: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
 }
 
-/// The agent stopped; nothing was done.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("the membership agent has stopped")]
-pub struct Stopped;
-
 impl MembershipHandle {
     /// The latest snapshot (at most `PUBLISH_EVERY` old).
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -161,7 +156,7 @@ impl MembershipHandle {
 }
 
 fn stopped() -> CoreError {
-    CoreError::Invalid(Stopped.to_string())
+    CoreError::Stopped
 }
 
 struct Agent<T> {

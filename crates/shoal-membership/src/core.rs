@@ -76,10 +76,14 @@ pub enum Effect {
 /// A command refused by the core; nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CoreError {
-    #[error("{0}")]
-    Invalid(String),
+    /// A tag key or value breaks the rules (the error names which and why).
+    #[error(transparent)]
+    Tag(#[from] shoal_types::meta::TagError),
     #[error("metadata would be too large: {0}")]
     MetaTooBig(String),
+    /// The membership agent has stopped (the node is shutting down).
+    #[error("the membership agent has stopped")]
+    Stopped,
 }
 
 #[derive(Debug)]
@@ -148,7 +152,7 @@ impl std::fmt::Debug for MembershipCore {
 
 impl MembershipCore {
     pub fn new(config: CoreConfig, now: Duration) -> Result<Self, CoreError> {
-        validate_tags(&config.meta.tags).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        validate_tags(&config.meta.tags)?;
         encode_meta(&config.meta).map_err(|e| CoreError::MetaTooBig(e.to_string()))?;
         let me = GossipId::new(config.meta.id.clone(), config.gossip_addr, config.bump);
         let table = SharedMeta::default();
@@ -414,10 +418,10 @@ impl MembershipCore {
 
     /// Changes or adds one tag; it reaches every member by gossip.
     pub fn set_tag(&mut self, key: &str, value: &str, now: Duration) -> Result<(), CoreError> {
-        validate_tag(key, value).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        validate_tag(key, value)?;
         let mut next = self.meta.clone();
         next.tags.insert(key.to_string(), value.to_string());
-        validate_tags(&next.tags).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        validate_tags(&next.tags)?;
         self.publish_meta(next, now)
     }
 

@@ -97,7 +97,7 @@ pub struct NodeMeta {
 /// A tag set or tag change that breaks a rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TagError {
-    #[error("tag key `{0}`: must be 1-64 characters of [A-Za-z0-9_.-]")]
+    #[error("tag key `{0}`: must be {rule}", rule = crate::NAME_RULE)]
     Key(String),
     #[error("tag `{0}`: value must be at most {max} bytes", max = TAG_VALUE_BYTES_MAX)]
     Value(String),

@@ -1,5 +1,6 @@
-//! openraft's log storage over the SQLite log: entries and votes are postcard-encoded;
-//! openraft hears an append is done only once it is on disk.
+//! openraft's log storage over [`DiskLog`](crate::DiskLog): entries go to append-only
+//! segment files, the vote and commit index to SQLite, all postcard-encoded; openraft
+//! hears an append is done only once it is on disk.
 //!
 //! ```text
 //!  append(entries, flushed) ──► tail (in memory, readable at once) ──► return
@@ -11,7 +12,7 @@
 //! sends them to its followers while its own fsync runs (Raft allows it: the leader
 //! counts itself towards a quorum only once its copy is durable, which is when the
 //! callback fires). The tail keeps every entry not yet durable and the most recent
-//! durable ones, so replication rarely touches SQLite. Truncations, purges, votes and
+//! durable ones, so replication rarely reads the disk. Truncations, purges, votes and
 //! commit indexes go through the same writer queue, so the disk sees every change in
 //! the order openraft made it; a vote is awaited before `save_vote` returns.
 //!

@@ -86,30 +86,55 @@ impl From<RaftTiming> for GroupOptions {
     }
 }
 
-/// Why a proposal or an operation failed.
+/// Why a proposal or an operation failed. As openraft's `RaftError` separates
+/// `APIError` from `Fatal`: [`GroupError::is_fatal`] errors mean this member's Raft cannot
+/// go on; the others are answers about the group right now. Each variant says whether
+/// anything was written ([`GroupError::nothing_written`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum GroupError {
-    /// This node is not the leader; `leader` is who is, if known. Nothing was written.
+    /// Retryable: this node is not the leader; `leader` is who is, if known. Nothing was
+    /// written.
     #[error("not the leader (leader: {leader:?})")]
     NotLeader { leader: Option<u64> },
-    /// The entry may or may not commit through another leader: retry with the same
-    /// client tag, the state machine applies it once.
+    /// Retryable with the same client tag: the entry may or may not commit through
+    /// another leader, and the state machine applies a tagged request once.
     #[error("leadership changed while the write was in flight; retry it with the same tag")]
     Unknown { leader: Option<u64> },
+    /// Fatal: the group's settings are inconsistent; nothing was started or written.
     #[error("raft configuration: {0}")]
     Config(String),
+    /// Fatal: this member's Raft has stopped (shut down, or its storage failed); a write
+    /// in flight may or may not have been written.
     #[error("raft stopped: {0}")]
     Fatal(String),
-    /// Waiting for this replica to catch up took longer than allowed.
+    /// Retryable: waiting for this replica to apply index `index` took longer than
+    /// allowed. The wait wrote nothing.
     #[error("timed out after {ms} ms waiting for this replica to apply index {index}")]
     Timeout { index: u64, ms: u64 },
-    /// A membership change was refused; the message says why.
+    /// Refused as asked (retrying the same change will not help); nothing changed.
     #[error("membership change refused: {0}")]
     Membership(String),
-    /// This member leads but has not heard from a majority within its lease (cut off
-    /// from the others): nothing was written.
+    /// Retryable: this member leads but has not heard from a majority within its lease
+    /// (cut off from the others). Nothing was written.
     #[error("the leader has not heard from a majority recently; nothing was written, retry")]
     NoQuorum,
+}
+
+impl GroupError {
+    /// This member's Raft cannot go on (or never started): no retry here helps.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, GroupError::Config(_) | GroupError::Fatal(_))
+    }
+
+    /// The same request may succeed later or through another member.
+    pub fn is_retryable(&self) -> bool {
+        !self.is_fatal() && !matches!(self, GroupError::Membership(_))
+    }
+
+    /// Nothing was written: a retry cannot apply the request twice even untagged.
+    pub fn nothing_written(&self) -> bool {
+        !matches!(self, GroupError::Unknown { .. } | GroupError::Fatal(_))
+    }
 }
 
 /// A proposal that committed and was applied.
@@ -625,6 +650,24 @@ fn write_error(e: ClientWriteError<ShoalRaft>) -> GroupError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_say_whether_to_retry_and_whether_anything_was_written() {
+        let cases = [
+            (GroupError::NotLeader { leader: None }, false, true, true),
+            (GroupError::Unknown { leader: None }, false, true, false),
+            (GroupError::Config("x".into()), true, false, true),
+            (GroupError::Fatal("x".into()), true, false, false),
+            (GroupError::Timeout { index: 1, ms: 1 }, false, true, true),
+            (GroupError::Membership("x".into()), false, false, true),
+            (GroupError::NoQuorum, false, true, true),
+        ];
+        for (e, fatal, retryable, nothing) in cases {
+            assert_eq!(e.is_fatal(), fatal, "{e:?}");
+            assert_eq!(e.is_retryable(), retryable, "{e:?}");
+            assert_eq!(e.nothing_written(), nothing, "{e:?}");
+        }
+    }
 
     #[test]
     fn profiles_map_to_openraft_windows() {
