@@ -52,7 +52,7 @@ pub struct AppState {
 #[derive(Clone, Debug)]
 pub enum JobsView {
     /// The DC's ledger (as this manager applied it) and gossip.
-    Manager(std::sync::Arc<crate::jobs::service::JobsManager>),
+    Manager(std::sync::Arc<crate::jobs::manager::JobsManager>),
     /// What this worker runs.
     Worker(std::sync::Arc<crate::jobs::worker::WorkerRuntime>),
     /// The jobs this gate placed and the datacenters it routes to.

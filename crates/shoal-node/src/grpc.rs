@@ -92,7 +92,7 @@ pub fn routes(membership: MembershipHandle, role: RoleServices) -> axum::Router 
 pub struct ManagerServices {
     pub replica: Replica,
     pub identity: Identity,
-    pub jobs: std::sync::Arc<jobs::service::JobsManager>,
+    pub jobs: std::sync::Arc<jobs::manager::JobsManager>,
     pub chat: std::sync::Arc<crate::chat::ChatHub>,
 }
 

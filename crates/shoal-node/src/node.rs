@@ -305,7 +305,7 @@ fn role_services(
             }))
         }
         (Some(c), _) => {
-            let jobs = crate::jobs::service::JobsManager::new(
+            let jobs = crate::jobs::manager::JobsManager::new(
                 c.replica.clone(),
                 membership.clone(),
                 config.dc.clone(),

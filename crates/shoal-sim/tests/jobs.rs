@@ -1,6 +1,6 @@
 //! Simulation of jobs across a leader change: three managers (shoal's `RaftGroup` on
 //! the in-process network, paused clock, one thread), simulated workers, and the
-//! leader's own decision code ([`shoal_node::jobs::leader::decide`]) run every 100 ms
+//! leader's own decision code ([`shoal_node::jobs::decide::decide`]) run every 100 ms
 //! of simulated time by whichever manager leads.
 //!
 //! A 500-instance job runs while a worker crashes (gossip declares it failed a second
@@ -21,18 +21,12 @@ use std::{
 };
 
 use rand::{RngExt as _, SeedableRng, rngs::StdRng};
-use shoal_node::jobs::{
-    leader::{Depths, RoundInputs, decide, first_placements, work_key},
-    service::WorkerView,
+use shoal_node::jobs::decide::{
+    Depths, RoundInputs, WorkerView, decide, first_placements, work_key,
 };
-use shoal_raft::{
-    DiskLog,
-    group::{
-        GroupOptions, RaftGroup, RaftTiming, WriteMode,
-        network::{Router, RouterFactory},
-    },
-};
+use shoal_raft::group::{GroupOptions, RaftGroup, RaftTiming, WriteMode};
 use shoal_sched::{Rng, Strategy};
+use shoal_sim::raft::{RaftCluster, paused_local};
 use shoal_state::{
     Command, JobCommand, JobResponse, Request, Response, State,
     jobs::{
@@ -77,9 +71,7 @@ struct SimWorker {
 struct Sim {
     seed: u64,
     rng: StdRng,
-    dir: std::path::PathBuf,
-    router: Router,
-    groups: BTreeMap<u64, RaftGroup>,
+    cluster: RaftCluster,
     workers: Vec<SimWorker>,
     /// Recorded (applied) results per instance: (worker, attempt) of each.
     results: HashMap<InstanceRef, Vec<(String, u32)>>,
@@ -98,21 +90,8 @@ impl Sim {
         );
     }
 
-    async fn start(&mut self, id: u64) {
-        let log = DiskLog::open_unsynced(&self.dir.join(format!("{id}.db"))).expect("log");
-        let network = RouterFactory {
-            from: id,
-            router: self.router.clone(),
-        };
-        let g = RaftGroup::start(id, options(), log, network)
-            .await
-            .expect("start");
-        self.router.add(&g);
-        self.groups.insert(id, g);
-    }
-
     fn leader(&self) -> Option<(RaftGroup, u64)> {
-        self.groups.values().find_map(|g| {
+        self.cluster.live.borrow().values().find_map(|g| {
             let (l, term) = g.leader()?;
             (l == g.id() && g.status().role == "leader").then(|| (g.clone(), term))
         })
@@ -405,15 +384,10 @@ fn spec() -> JobSpec {
 }
 
 async fn run(seed: u64) {
-    let dir = std::env::temp_dir().join(format!("shoal-jobsim-{}-{seed}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("sim dir");
     let mut sim = Sim {
         seed,
         rng: StdRng::seed_from_u64(seed),
-        dir: dir.clone(),
-        router: Router::default(),
-        groups: BTreeMap::new(),
+        cluster: RaftCluster::new("jobs", seed, 3, options()),
         workers: (1..=WORKERS)
             .map(|i| SimWorker {
                 id: format!("w{i}"),
@@ -428,12 +402,10 @@ async fn run(seed: u64) {
         depths: Depths::default(),
         log: Vec::new(),
     };
-    for id in 1..=3 {
-        sim.start(id).await;
-    }
-    let voters = (1..=3).map(|id| (id, format!("n{id}"))).collect();
-    sim.groups[&1].initialize(voters).await.expect("initialize");
-    sim.groups[&1]
+    sim.cluster.form().await;
+    sim.cluster
+        .group(1)
+        .expect("replica 1")
         .await_leader(None, Duration::from_secs(5))
         .await
         .unwrap_or_else(|| sim.fail("no first leader"));
@@ -521,9 +493,7 @@ async fn run(seed: u64) {
                 "t{tick}: crash manager leader {} (term {term})",
                 g.id()
             ));
-            sim.groups.remove(&g.id());
-            sim.router.remove(g.id());
-            g.shutdown().await;
+            sim.cluster.crash(g.id()).await;
         }
         sim.report(now).await;
         sim.zombie_reports(now).await;
@@ -598,7 +568,8 @@ async fn run(seed: u64) {
     // The replicas agree.
     let digest: Vec<State> = {
         let mut v = Vec::new();
-        for g in sim.groups.values() {
+        let groups: Vec<RaftGroup> = sim.cluster.live.borrow().values().cloned().collect();
+        for g in &groups {
             let target = g.status().commit_index;
             let _ = g.await_applied(target, Duration::from_secs(5)).await;
             v.push(g.read(|s| s.clone()));
@@ -612,21 +583,12 @@ async fn run(seed: u64) {
             sim.fail("replicas at the same index hold different jobs");
         }
     }
-    for g in sim.groups.values() {
-        g.shutdown().await;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
+    sim.cluster.shutdown().await;
 }
 
 #[test]
 fn a_500_instance_job_survives_a_worker_crash_and_a_leader_crash() {
     for seed in shoal_sim::seeds([1, 2]) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("runtime");
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, run(seed));
+        paused_local(run(seed));
     }
 }

@@ -19,9 +19,12 @@
 //! Internal messages are postcard payloads in an [`InternalMessage`] that carries the
 //! cluster id (a node of another cluster is refused) and an encoding version.
 
+pub mod convert;
+pub mod decide;
 pub mod exec;
 pub mod gate;
 pub mod leader;
+pub mod manager;
 pub mod service;
 pub mod worker;
 
