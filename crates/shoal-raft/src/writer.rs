@@ -41,6 +41,8 @@ pub struct LogWriter {
     pending: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
     log: Option<Arc<Mutex<DiskLog>>>,
+    /// Each write in flight holds tokio's paused clock (simulation).
+    hold_clock: bool,
 }
 
 impl LogWriter {
@@ -87,12 +89,37 @@ impl LogWriter {
             pending,
             thread: Some(thread),
             log: Some(log),
+            hold_clock: false,
         }
+    }
+
+    /// [`spawn_shared`](Self::spawn_shared) for a simulation under tokio's paused clock:
+    /// each write in flight is watched by a blocking task, and tokio does not advance a
+    /// paused clock while a blocking task runs. Without it the runtime, idle while the
+    /// writer syncs, would jump to the next timer (an election timeout, say) as if the
+    /// sync had taken that long.
+    pub fn spawn_holding_clock(log: Arc<Mutex<DiskLog>>) -> Self {
+        let mut writer = Self::spawn_shared(log);
+        writer.hold_clock = true;
+        writer
     }
 
     /// Queues a write; `done` runs on the writer thread once it is on disk.
     pub fn submit(&self, write: Write, done: Done) -> Result<(), Stopped> {
         let jobs = self.jobs.as_ref().ok_or(Stopped)?;
+        let done: Done = match tokio::runtime::Handle::try_current() {
+            Ok(rt) if self.hold_clock => {
+                let (tx, rx) = std::sync::mpsc::channel::<()>();
+                rt.spawn_blocking(move || {
+                    let _ = rx.recv();
+                });
+                Box::new(move |result| {
+                    done(result);
+                    let _ = tx.send(());
+                })
+            }
+            _ => done,
+        };
         self.pending.fetch_add(1, Ordering::AcqRel);
         jobs.send((write, done)).map_err(|_| {
             self.pending.fetch_sub(1, Ordering::AcqRel);

@@ -1,6 +1,8 @@
 //! A simulated Raft group: shoal's real [`RaftGroup`]s (durable log, state machine,
 //! openraft) on the in-process [`Router`] network, driven on one thread by a paused
-//! tokio clock. Faults come from the router (cuts, one-way blocks, loss,
+//! tokio clock. With [`WriteMode::Simulated`](shoal_raft::group::WriteMode::Simulated) the replicas write through the production
+//! path — the log writer thread, its batching and real syncs — while each write in
+//! flight holds the paused clock. Faults come from the router (cuts, one-way blocks, loss,
 //! blackholes, breakers) and from [`RaftCluster::crash`] / [`RaftCluster::start`].
 //!
 //! ```text
@@ -53,9 +55,16 @@ impl RaftCluster {
         }
     }
 
-    /// Starts replica `id` on its log (recovering what it holds).
+    /// Starts replica `id` on its log (recovering what it holds). With a log writer
+    /// (`WriteMode::Simulated`) the log syncs as in production; inline, it does not.
     pub async fn start(&self, id: u64) {
-        let log = DiskLog::open_unsynced(&self.dir.join(format!("{id}.db"))).expect("log");
+        let path = self.dir.join(format!("{id}.db"));
+        let log = if self.options.write_mode.has_writer() {
+            DiskLog::open(&path)
+        } else {
+            DiskLog::open_unsynced(&path)
+        }
+        .expect("log");
         let network = RouterFactory {
             from: id,
             router: self.router.clone(),

@@ -39,7 +39,7 @@ fn options() -> GroupOptions {
         timing: RaftTiming::LOCAL,
         snapshot_every: 100,
         keep_behind_snapshot: 20,
-        write_mode: WriteMode::Inline,
+        write_mode: WriteMode::Simulated,
     }
 }
 
@@ -324,7 +324,7 @@ async fn run(seed: u64) {
 
 #[test]
 fn posts_survive_a_leader_kill_and_a_healed_partition() {
-    for seed in shoal_sim::seeds([1, 2, 3]) {
+    for seed in shoal_sim::seeds(1..=50) {
         paused_local(run(seed));
     }
 }

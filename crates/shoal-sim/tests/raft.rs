@@ -51,8 +51,8 @@ fn options() -> GroupOptions {
         // Small, so snapshots and compaction happen within a run.
         snapshot_every: 25,
         keep_behind_snapshot: 5,
-        // No writer thread: it would let the paused clock run while a write waits.
-        write_mode: WriteMode::Inline,
+        // The production write path: the writer thread and real syncs.
+        write_mode: WriteMode::Simulated,
     }
 }
 
@@ -411,12 +411,12 @@ fn simulate(n: u64, default_seeds: std::ops::Range<u64>) {
 
 #[test]
 fn three_replicas_keep_every_invariant_under_faults() {
-    simulate(3, 0..6);
+    simulate(3, 0..50);
 }
 
 #[test]
 fn five_replicas_keep_every_invariant_under_faults() {
-    simulate(5, 100..104);
+    simulate(5, 100..150);
 }
 
 /// A write that reaches a leader the moment it is elected — before any follower has

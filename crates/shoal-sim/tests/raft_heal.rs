@@ -49,7 +49,7 @@ fn options() -> GroupOptions {
         timing: RaftTiming::LOCAL,
         snapshot_every: 200,
         keep_behind_snapshot: 50,
-        write_mode: WriteMode::Inline,
+        write_mode: WriteMode::Simulated,
     }
 }
 

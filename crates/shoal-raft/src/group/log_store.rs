@@ -19,8 +19,10 @@
 //! A lightly loaded follower writes its appends in the caller instead (see
 //! [`LogStore::open_as`]): it answers only once they are durable anyway.
 //!
-//! [`WriteMode::Inline`] writes in the caller instead of a thread (the deterministic
-//! simulation: a second thread would let the paused clock run while it waits).
+//! [`WriteMode::Inline`] writes in the caller instead of a thread, and
+//! [`WriteMode::Simulated`] keeps the thread but holds tokio's paused clock while a write
+//! is in flight (the deterministic simulation: otherwise the clock would run on while
+//! the runtime waits for the writer).
 
 use std::{
     collections::VecDeque,
@@ -53,8 +55,19 @@ pub enum WriteMode {
     /// On the log writer thread; appends return before their fsync (group commit).
     #[default]
     Background,
-    /// In the calling task, before the call returns (simulation).
+    /// In the calling task, before the call returns (simulation without the writer).
     Inline,
+    /// As [`WriteMode::Background`] — the writer thread, its batching and its syncs —
+    /// and each write in flight holds tokio's paused clock (simulation on the
+    /// production write path; see [`LogWriter::spawn_holding_clock`]).
+    Simulated,
+}
+
+impl WriteMode {
+    /// Writes run on the log writer thread.
+    pub fn has_writer(self) -> bool {
+        !matches!(self, WriteMode::Inline)
+    }
 }
 
 /// Durable entries kept in memory at most (entries not yet durable always stay).
@@ -282,6 +295,7 @@ impl LogStore {
         let disk = Arc::new(Mutex::new(log));
         let writer = match mode {
             WriteMode::Background => Some(LogWriter::spawn_shared(disk.clone())),
+            WriteMode::Simulated => Some(LogWriter::spawn_holding_clock(disk.clone())),
             WriteMode::Inline => None,
         };
         Ok(Self {

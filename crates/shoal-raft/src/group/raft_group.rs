@@ -247,9 +247,8 @@ impl RaftGroup {
         );
         let store = LogStore::open_as(id, log, options.write_mode)
             .map_err(|e| GroupError::Fatal(e.to_string()))?;
-        let state =
-            StateMachine::open_with(store.shared(), options.write_mode == WriteMode::Background)
-                .map_err(|e| GroupError::Fatal(e.to_string()))?;
+        let state = StateMachine::open_with(store.shared(), options.write_mode.has_writer())
+            .map_err(|e| GroupError::Fatal(e.to_string()))?;
         let raft = Raft::new(id, config, network, store, state.clone())
             .await
             .map_err(|e| GroupError::Fatal(e.to_string()))?;
