@@ -21,11 +21,23 @@ use rand::{RngExt as _, rngs::StdRng};
 use shoal_raft::{
     DiskLog,
     group::{
-        Applied, GroupError, GroupOptions, RaftGroup,
+        Applied, GroupError, GroupOptions, RaftGroup, RaftTiming, WriteMode,
         network::{Router, RouterFactory},
     },
 };
 use shoal_state::Request;
+
+/// A simulated group's options: `local` timing, the production write path
+/// (`WriteMode::Simulated`), a snapshot every `snapshot_every` entries keeping
+/// `keep_behind` behind it (small, so snapshots and compaction happen within a run).
+pub fn options(snapshot_every: u64, keep_behind: u64) -> GroupOptions {
+    GroupOptions {
+        timing: RaftTiming::LOCAL,
+        snapshot_every,
+        keep_behind_snapshot: keep_behind,
+        write_mode: WriteMode::Simulated,
+    }
+}
 
 /// The running replicas by id, shared with the tasks of a run.
 pub type Live = Rc<RefCell<BTreeMap<u64, RaftGroup>>>;

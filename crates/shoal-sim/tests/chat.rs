@@ -25,7 +25,7 @@ use std::{
 
 use rand::{RngExt as _, SeedableRng, rngs::StdRng};
 use shoal_proto::v1::{ChatEvent, chat_event::Event};
-use shoal_raft::group::{GroupOptions, RaftTiming, WriteMode};
+use shoal_raft::group::GroupOptions;
 use shoal_sim::raft::{Live, RaftCluster, commit, paused_local};
 use shoal_state::{ChatCommand, ChatResponse, ClientTag, Command, Request, Response};
 
@@ -35,12 +35,7 @@ const SUBSCRIBERS: u64 = 3;
 const ROOM: &str = "lobby";
 
 fn options() -> GroupOptions {
-    GroupOptions {
-        timing: RaftTiming::LOCAL,
-        snapshot_every: 100,
-        keep_behind_snapshot: 20,
-        write_mode: WriteMode::Simulated,
-    }
+    shoal_sim::raft::options(100, 20)
 }
 
 /// What the run observed.

@@ -24,7 +24,7 @@ use rand::{RngExt as _, SeedableRng, rngs::StdRng};
 use shoal_node::jobs::decide::{
     Depths, RoundInputs, WorkerView, decide, first_placements, work_key,
 };
-use shoal_raft::group::{GroupOptions, RaftGroup, RaftTiming, WriteMode};
+use shoal_raft::group::{GroupOptions, RaftGroup};
 use shoal_sched::{Rng, Strategy};
 use shoal_sim::raft::{RaftCluster, paused_local};
 use shoal_state::{
@@ -46,12 +46,7 @@ const LEADER_CRASH_TICK: u64 = 60;
 const TICKS_MAX: u64 = 3_000;
 
 fn options() -> GroupOptions {
-    GroupOptions {
-        timing: RaftTiming::LOCAL,
-        snapshot_every: 200,
-        keep_behind_snapshot: 50,
-        write_mode: WriteMode::Simulated,
-    }
+    shoal_sim::raft::options(200, 50)
 }
 
 struct SimWorker {

@@ -30,7 +30,7 @@ use std::{
 };
 
 use rand::{RngExt as _, SeedableRng, rngs::StdRng};
-use shoal_raft::group::{GroupOptions, RaftGroup, RaftTiming, WriteMode, network::Router};
+use shoal_raft::group::{GroupOptions, RaftGroup, network::Router};
 use shoal_sim::{
     raft::{Live, RaftCluster, commit, paused_local},
     seeds,
@@ -46,14 +46,7 @@ const CLIENTS: u64 = 3;
 const WRITES_PER_CLIENT: u64 = 40;
 
 fn options() -> GroupOptions {
-    GroupOptions {
-        timing: RaftTiming::LOCAL,
-        // Small, so snapshots and compaction happen within a run.
-        snapshot_every: 25,
-        keep_behind_snapshot: 5,
-        // The production write path: the writer thread and real syncs.
-        write_mode: WriteMode::Simulated,
-    }
+    shoal_sim::raft::options(25, 5)
 }
 
 /// What the run has seen, shared by the steps, the observer and the clients.

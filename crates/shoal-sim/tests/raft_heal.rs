@@ -23,7 +23,7 @@
 use std::{cell::Cell, rc::Rc, time::Duration};
 
 use rand::{RngExt as _, SeedableRng, rngs::StdRng};
-use shoal_raft::group::{GroupOptions, RaftTiming, WriteMode, grpc::peer_breaker};
+use shoal_raft::group::{GroupOptions, RaftTiming, grpc::peer_breaker};
 use shoal_sim::{
     raft::{RaftCluster, commit, paused_local},
     seeds,
@@ -45,12 +45,7 @@ enum Cut {
 }
 
 fn options() -> GroupOptions {
-    GroupOptions {
-        timing: RaftTiming::LOCAL,
-        snapshot_every: 200,
-        keep_behind_snapshot: 50,
-        write_mode: WriteMode::Simulated,
-    }
+    shoal_sim::raft::options(200, 50)
 }
 
 fn put(seq: u64) -> Request {

@@ -91,6 +91,14 @@ impl JobsManager {
     }
 
     pub(super) async fn write(&self, cmd: JobCommand) -> Result<JobResponse, Status> {
+        Ok(self.write_fenced(cmd).await?.0)
+    }
+
+    /// [`write`](Self::write), with the fence of the entry that decided it.
+    pub(super) async fn write_fenced(
+        &self,
+        cmd: JobCommand,
+    ) -> Result<(JobResponse, Fence), Status> {
         let applied = self
             .replica
             .write(SmRequest {
@@ -99,7 +107,8 @@ impl JobsManager {
             })
             .await
             .map_err(group_status)?;
-        job_response(applied.response)
+        let fence = Fence::new(applied.term, applied.index.0);
+        Ok((job_response(applied.response)?, fence))
     }
 
     /// Where a new job's first instances go (see `leader::first_placements`).

@@ -17,7 +17,6 @@ use shoal_proto::v1::{
     worker_reports_server::{WorkerReports, WorkerReportsServer},
 };
 use shoal_state::{Command, JobCommand, JobResponse, Request as SmRequest, jobs::Event};
-use shoal_types::Fence;
 use tonic::{Request, Response, Status};
 
 use super::{HeartbeatMsg, HeartbeatReply, ReportBatch, ReportReply, now_ms};
@@ -178,17 +177,7 @@ impl Jobs for JobsService {
             reason: "cancelled by a user".into(),
             now_ms: now_ms(),
         };
-        let applied = self
-            .mgr
-            .replica
-            .write(SmRequest {
-                client: None,
-                command: Command::Jobs(cmd),
-            })
-            .await
-            .map_err(group_status)?;
-        let fence = Fence::new(applied.term, applied.index.0);
-        if let JobResponse::Stopped { stopped } = job_response(applied.response)? {
+        if let (JobResponse::Stopped { stopped }, fence) = self.mgr.write_fenced(cmd).await? {
             self.mgr.send_stops(stopped, fence);
         }
         Ok(Response::new(self.linearized_job(&id).await?))
