@@ -19,9 +19,9 @@ use std::{
     time::Duration,
 };
 
-use bytes::{Buf, BufMut};
+use bytes::Buf;
 use foca::{
-    AccumulatingRuntime, Codec, Foca, Header, Member, Message, OwnedNotification, PeriodicParams,
+    AccumulatingRuntime, Codec, Foca, Member, Message, OwnedNotification, PeriodicParams,
     PostcardCodec, State, Timer,
 };
 use rand::{SeedableRng, rngs::StdRng};
@@ -37,9 +37,12 @@ use crate::{
     meta_table::{MetaBroadcasts, SharedMeta, decode_meta, encode_meta},
     phi::PhiDetector,
     timers::{TimerKey, TimerQueue},
-    view::{EventKind, MemberInfo, MembershipEvent, Snapshot, Stats},
+    view::{MembershipEvent, Stats},
     wire::{DropReason, Kind, Sealer},
 };
+
+mod suspicion;
+mod views;
 
 type SwimFoca = Foca<GossipId, PostcardCodec, StdRng, MetaBroadcasts>;
 
@@ -365,20 +368,6 @@ impl MembershipCore {
         }
     }
 
-    fn confirm_suspicion(&mut self, target: SocketAddr, inc: u16, by: SocketAddr, now: Duration) {
-        let Some(active) = self.suspicions.get_mut(&target) else {
-            return;
-        };
-        if active.incarnation != inc || !active.suspicion.confirm(by) {
-            return;
-        }
-        let Some(timer) = self.timers.cancel(active.key) else {
-            return;
-        };
-        let due = active.suspicion.started + self.awareness.scale(active.suspicion.timeout());
-        active.key = self.timers.schedule(due.max(now), timer);
-    }
-
     /// Fires every timer due at `now`, in due order.
     pub fn handle_timers(&mut self, now: Duration) {
         let late_after = Duration::from_millis(self.timing.probe_timeout_ms / 2);
@@ -473,67 +462,6 @@ impl MembershipCore {
         self.pump(now);
     }
 
-    /// We just declared `member` down: tell every live member directly. Epidemic
-    /// piggybacking alone leaves a straggler now and then (in simulation, 1 run in ~30 at
-    /// 16 nodes learnt seconds late, once its updates' transmissions ran out); gossip
-    /// still carries the update too.
-    fn announce_down(&mut self, member: GossipId, incarnation: u16) {
-        let declared = self
-            .views
-            .get(&member.id)
-            .is_some_and(|v| v.gossip.addr == member.addr && v.state == MemberState::Failed);
-        if !declared {
-            return;
-        }
-        let live: Vec<GossipId> = self
-            .views
-            .values()
-            .filter(|v| v.state == MemberState::Alive && v.gossip.addr != member.addr)
-            .map(|v| v.gossip.clone())
-            .take(DOWN_FANOUT_MAX)
-            .collect();
-        for dst in live {
-            self.send_directed(dst, Member::new(member.clone(), incarnation, State::Down));
-        }
-    }
-
-    /// Tells a member we suspect it, again every probe timeout while the suspicion
-    /// lasts: a suspect that never hears of it cannot refute it in time.
-    fn remind_suspect(&mut self, target: GossipId, incarnation: u16, now: Duration) {
-        let still = self
-            .suspicions
-            .get(&target.addr)
-            .is_some_and(|s| s.incarnation == incarnation);
-        if !still {
-            return;
-        }
-        let suspect = Member::new(target.clone(), incarnation, State::Suspect);
-        self.send_directed(target.clone(), suspect);
-        let every = Duration::from_millis(self.timing.probe_timeout_ms);
-        let next = CoreTimer::SuspicionNotice(target, incarnation);
-        self.timers.schedule(now + every, next);
-    }
-
-    /// Sends one membership update straight to `dst` as a foca gossip packet. Used to
-    /// shorten the suspicion round trip: the suspecter tells the suspect, the suspect
-    /// answers the suspecter with its refutation. Ordinary gossip still carries both.
-    fn send_directed(&mut self, dst: GossipId, update: Member<GossipId>) {
-        let header = Header {
-            src: self.me.clone(),
-            src_incarnation: self.incarnation,
-            dst: dst.clone(),
-            message: Message::Gossip,
-        };
-        let mut buf = Vec::with_capacity(256);
-        let encoded = PostcardCodec.encode_header(&header, &mut buf).is_ok() && {
-            buf.put_u16(1);
-            PostcardCodec.encode_member(&update, &mut buf).is_ok()
-        };
-        if encoded {
-            self.send_sealed(dst.addr, Kind::Swim, &buf);
-        }
-    }
-
     fn push_meta_to(&mut self, to: SocketAddr) {
         if let Ok(bytes) = encode_meta(&self.meta) {
             self.send_sealed(to, Kind::MetaPush, &bytes);
@@ -614,52 +542,6 @@ impl MembershipCore {
         }
     }
 
-    /// foca asks to declare a suspect down later. Lifeguard decides when: the timeout
-    /// starts long and shrinks with confirmations. foca re-submits the timer each time
-    /// it probes a member that is already suspect; that must not restart the clock, or
-    /// a small cluster that keeps probing the same suspect would never declare it down.
-    fn start_suspicion(
-        &mut self,
-        now: Duration,
-        addr: SocketAddr,
-        incarnation: u16,
-        target: GossipId,
-        timer: Timer<GossipId>,
-    ) {
-        if let Some(active) = self.suspicions.get_mut(&addr)
-            && active.incarnation == incarnation
-        {
-            // Same suspicion: keep its start and deadline, hold foca's latest timer.
-            let due = self
-                .timers
-                .cancel(active.key)
-                .map_or(now, |_| active.key.due);
-            active.key = self.timers.schedule(due, CoreTimer::Foca(timer));
-            return;
-        }
-        let n = self.foca.num_members() + 1;
-        let min = Duration::from_millis(self.timing.suspicion_min_ms(n));
-        let max = min * self.timing.suspicion_max_factor;
-        let expected =
-            (self.timing.suspicion_mult.saturating_sub(2)).min(n.saturating_sub(2) as u32);
-        let suspicion = Suspicion::new(now, min, max, expected);
-        let due = now + self.awareness.scale(suspicion.timeout());
-        if let Some(old) = self.suspicions.remove(&addr) {
-            self.timers.cancel(old.key);
-        }
-        let key = self.timers.schedule(due, CoreTimer::Foca(timer));
-        self.stats.suspicions_raised += 1;
-        self.suspicions.insert(
-            addr,
-            ActiveSuspicion {
-                suspicion,
-                incarnation,
-                key,
-            },
-        );
-        self.remind_suspect(target, incarnation, now);
-    }
-
     fn handle_notification(&mut self, note: OwnedNotification<GossipId>, now: Duration) {
         match note {
             OwnedNotification::MemberUp(id) => {
@@ -676,221 +558,6 @@ impl MembershipCore {
             }
             _ => {}
         }
-    }
-
-    /// Compares foca's member list with our views; emits events for what changed.
-    fn sync_views(&mut self, now: Duration) {
-        let mut best: BTreeMap<NodeId, (GossipId, State, u16)> = BTreeMap::new();
-        for m in self.foca.iter_membership_state() {
-            let id = m.id();
-            let rank = |s: State| match s {
-                State::Alive => 2,
-                State::Suspect => 1,
-                State::Down => 0,
-            };
-            let replace = best
-                .get(&id.id)
-                .is_none_or(|(_, s, _)| rank(m.state()) > rank(*s));
-            if replace {
-                best.insert(id.id.clone(), (id.clone(), m.state(), m.incarnation()));
-            }
-        }
-        let changed_meta = self.table.lock().take_changed();
-        let gone: Vec<NodeId> = self
-            .views
-            .keys()
-            .filter(|id| !best.contains_key(*id))
-            .cloned()
-            .collect();
-        for id in gone {
-            self.views.remove(&id);
-        }
-        for (id, (gossip, state, incarnation)) in best {
-            self.sync_one(now, id, gossip, state, incarnation);
-        }
-        for id in changed_meta {
-            if id != self.meta.id && self.views.contains_key(&id) {
-                self.emit(EventKind::NodeUpdated, &id, now);
-            }
-        }
-        self.request_missing_meta(now);
-    }
-
-    fn sync_one(&mut self, now: Duration, id: NodeId, gossip: GossipId, state: State, inc: u16) {
-        let next = match state {
-            State::Alive => MemberState::Alive,
-            State::Suspect => MemberState::Suspect,
-            State::Down if self.has_left(&id, &gossip) => MemberState::Left,
-            State::Down => MemberState::Failed,
-        };
-        let previous = self.views.get(&id).map(|v| (v.state, v.gossip.bump));
-        let view = self.views.entry(id.clone()).or_insert_with(|| View {
-            gossip: gossip.clone(),
-            state: next,
-            incarnation: inc,
-            phi: PhiDetector::with_pause(
-                PHI_WINDOW,
-                self.timing.probe_period_ms as f64 / 2.0,
-                self.timing.probe_period_ms as f64 * 2.0,
-            ),
-            meta_requested: None,
-        });
-        view.gossip = gossip.clone();
-        view.state = next;
-        view.incarnation = inc;
-        let kind = match (previous.map(|p| p.0), next) {
-            (None, MemberState::Alive | MemberState::Suspect) => Some(EventKind::NodeJoined),
-            (None, _) => None,
-            (Some(a), b) if a == b => None,
-            (Some(MemberState::Failed), MemberState::Alive | MemberState::Suspect) => {
-                Some(EventKind::NodeRecovered)
-            }
-            (Some(MemberState::Left), MemberState::Alive | MemberState::Suspect) => {
-                Some(EventKind::NodeJoined)
-            }
-            (Some(_), MemberState::Failed) => Some(EventKind::NodeFailed),
-            (Some(_), MemberState::Left) => Some(EventKind::NodeLeft),
-            (Some(_), _) => Some(EventKind::NodeUpdated),
-        };
-        if previous.map(|p| p.0) == Some(MemberState::Suspect)
-            && next == MemberState::Alive
-            && let Some(active) = self.suspicions.remove(&gossip.addr)
-        {
-            self.timers.cancel(active.key);
-            self.stats.suspicions_refuted += 1;
-        }
-        if next != MemberState::Alive && next != MemberState::Suspect {
-            self.suspicions.remove(&gossip.addr);
-        }
-        if let Some(kind) = kind {
-            self.emit(kind, &id, now);
-        }
-    }
-
-    fn has_left(&self, id: &NodeId, gossip: &GossipId) -> bool {
-        self.left.get(&gossip.addr) == Some(&gossip.bump)
-            || self
-                .table
-                .lock()
-                .get(id)
-                .is_some_and(|m| m.lifecycle == Lifecycle::Leaving)
-    }
-
-    fn request_missing_meta(&mut self, now: Duration) {
-        let mut asks = Vec::new();
-        {
-            let table = self.table.lock();
-            for (id, view) in self.views.iter_mut() {
-                let alive = matches!(view.state, MemberState::Alive | MemberState::Suspect);
-                let due = view
-                    .meta_requested
-                    .is_none_or(|at| now.saturating_sub(at) >= META_REQUEST_EVERY);
-                if alive && due && table.get(id).is_none() {
-                    view.meta_requested = Some(now);
-                    asks.push(view.gossip.addr);
-                }
-            }
-        }
-        for addr in asks {
-            self.send_sealed(addr, Kind::MetaRequest, &[]);
-        }
-    }
-
-    fn emit(&mut self, kind: EventKind, id: &NodeId, now: Duration) {
-        if let Some(info) = self.member_info(id, now) {
-            self.effects
-                .push(Effect::Event(MembershipEvent { kind, member: info }));
-        }
-    }
-
-    fn member_info(&self, id: &NodeId, now: Duration) -> Option<MemberInfo> {
-        let view = self.views.get(id)?;
-        let table = self.table.lock();
-        let meta = table.get(id);
-        let tcp = meta.map_or_else(
-            || {
-                SocketAddr::new(
-                    view.gossip.addr.ip(),
-                    view.gossip.addr.port().saturating_sub(1),
-                )
-            },
-            |m| m.tcp_addr,
-        );
-        Some(MemberInfo {
-            id: id.to_string(),
-            role: meta.map(|m| m.role),
-            dc: meta.map(|m| m.dc.clone()),
-            addr: tcp.to_string(),
-            gossip_addr: view.gossip.addr,
-            state: view.state,
-            phi: round2(view.phi.phi(now)),
-            tags: meta.map(|m| m.tags.clone()).unwrap_or_default(),
-            incarnation: view.incarnation,
-            lifecycle: meta.map(|m| m.lifecycle),
-            version: meta.map(|m| m.build.clone()),
-            started_unix_ms: meta.map(|m| m.started_unix_ms),
-            leader_hint: meta.and_then(|m| m.leader_hint.clone()),
-            leader_term: meta.map_or(0, |m| m.leader_term),
-            cores: meta.map_or(0, |m| m.cores),
-            load_permille: meta.map_or(0, |m| m.load_permille),
-            chat_clients: meta.map_or(0, |m| m.chat_clients),
-            chat_messages: meta.map_or(0, |m| m.chat_messages),
-            is_self: false,
-        })
-    }
-
-    fn self_info(&self) -> MemberInfo {
-        let m = &self.meta;
-        MemberInfo {
-            id: m.id.to_string(),
-            role: Some(m.role),
-            dc: Some(m.dc.clone()),
-            addr: m.tcp_addr.to_string(),
-            gossip_addr: self.me.addr,
-            state: if m.lifecycle == Lifecycle::Leaving {
-                MemberState::Left
-            } else {
-                MemberState::Alive
-            },
-            phi: 0.0,
-            tags: m.tags.clone(),
-            incarnation: 0,
-            lifecycle: Some(m.lifecycle),
-            version: Some(m.build.clone()),
-            started_unix_ms: Some(m.started_unix_ms),
-            leader_hint: m.leader_hint.clone(),
-            leader_term: m.leader_term,
-            cores: m.cores,
-            load_permille: m.load_permille,
-            chat_clients: m.chat_clients,
-            chat_messages: m.chat_messages,
-            is_self: true,
-        }
-    }
-
-    /// Every member's view now, this node included.
-    pub fn snapshot(&self, now: Duration) -> Snapshot {
-        let me = self.self_info();
-        let mut members: Vec<MemberInfo> = std::iter::once(me.clone())
-            .chain(self.views.keys().filter_map(|id| self.member_info(id, now)))
-            .collect();
-        members.sort_by(|a, b| (a.role, &a.id).cmp(&(b.role, &b.id)));
-        Snapshot {
-            me,
-            members,
-            awareness: self.awareness.score(),
-            phi_threshold: self.timing.phi_threshold,
-            sealed: self.sealer.is_sealed(),
-            stats: self.stats.clone(),
-        }
-    }
-
-    /// State of one member by id (tests and invariant checks).
-    pub fn member_state(&self, id: &str) -> Option<MemberState> {
-        self.views
-            .iter()
-            .find(|(k, _)| k.as_str() == id)
-            .map(|(_, v)| v.state)
     }
 }
 
