@@ -91,6 +91,11 @@ pub struct SimCluster {
     blocked: HashSet<(usize, usize)>,
     pub delivered: u64,
     pub lost: u64,
+    /// Every datagram sent, as (time, from, to, envelope kind byte: 1 SWIM, 2 metadata
+    /// push, 3 metadata request), while [`SimCluster::record_sends`] is on (off by
+    /// default: long runs send millions).
+    pub sends: Vec<(Duration, usize, usize, u8)>,
+    recording: bool,
 }
 
 impl SimCluster {
@@ -110,6 +115,8 @@ impl SimCluster {
             blocked: HashSet::new(),
             delivered: 0,
             lost: 0,
+            sends: Vec::new(),
+            recording: false,
         };
         for i in 0..n {
             sim.add_node(&format!("n{i}"), key.into_iter().collect());
@@ -210,6 +217,11 @@ impl SimCluster {
         self.blocked.clear();
     }
 
+    /// Starts (or stops) recording every datagram sent in [`SimCluster::sends`].
+    pub fn record_sends(&mut self, on: bool) {
+        self.recording = on;
+    }
+
     /// Applies `f` to node `i`'s core at the current instant, then collects effects.
     pub fn with_core(&mut self, i: usize, f: impl FnOnce(&mut MembershipCore, Duration)) {
         let now = self.now;
@@ -233,6 +245,12 @@ impl SimCluster {
                         self.lost += 1;
                         continue;
                     };
+                    if self.recording {
+                        // The kind is the envelope's fourth byte, in clear even when
+                        // sealed (see shoal-membership's wire module).
+                        let kind = bytes.get(3).copied().unwrap_or(0);
+                        self.sends.push((self.now, i, j, kind));
+                    }
                     if self.blocked.contains(&(i, j)) || self.rng.random_bool(self.loss) {
                         self.lost += 1;
                         continue;

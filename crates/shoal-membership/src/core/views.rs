@@ -49,7 +49,14 @@ impl MembershipCore {
             self.sync_one(now, id, gossip, state, incarnation);
         }
         for id in changed_meta {
-            if id != self.meta.id && self.views.contains_key(&id) {
+            // Metadata of a member already reported left or failed is history: a
+            // leaving member's last push may arrive after its departure, and must not
+            // read as an update of a member that is gone.
+            let live = self
+                .views
+                .get(&id)
+                .is_some_and(|v| !matches!(v.state, MemberState::Left | MemberState::Failed));
+            if id != self.meta.id && live {
                 self.emit(EventKind::NodeUpdated, &id, now);
             }
         }
