@@ -6,8 +6,9 @@
 //! [`Router::set_blackhole`], hangs until just after openraft's hard deadline for the
 //! call, as a packet dropped by a firewall does to a call still waiting for its
 //! connection (gRPC's own deadline only starts once a connection carries the request):
-//! openraft's timeout fires first and cancels the call. With [`Router::set_breakers`] each client sits behind the same per-peer
-//! circuit breaker as the gRPC network's clients.
+//! openraft's timeout fires first and cancels the call. With [`Router::set_breakers`]
+//! each client sits behind the same per-peer circuit breaker as the gRPC network's
+//! clients.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
