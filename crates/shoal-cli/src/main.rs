@@ -19,6 +19,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    access: cmd::access::AccessArgs,
 }
 
 #[derive(Subcommand)]
@@ -47,11 +49,20 @@ enum Command {
     Managers(cmd::managers::ManagersArgs),
     /// Print a new random cluster key (64 hex characters) for --cluster-key.
     Keygen,
+    /// A cluster CA, and node and client certificates it signs (TLS on every port).
+    Certs(cmd::certs::CertsArgs),
+    /// API tokens with permissions (read, write, exec, admin): create, ls, revoke.
+    Tokens(cmd::tokens::TokensArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cmd::init_tracing();
+    shoal_security::install_crypto_provider();
+    if let Err(e) = cmd::access::init(&cli.access) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match &cli.command {
         Command::Node(node) => cmd::node::runtime(node),
         _ => tokio::runtime::Builder::new_multi_thread()
@@ -79,6 +90,8 @@ fn main() -> ExitCode {
             Command::Jobs(args) => cmd::jobs::run(args).await,
             Command::Managers(args) => cmd::managers::run(args).await,
             Command::Chat(args) => cmd::chat::run(args).await,
+            Command::Certs(args) => cmd::certs::run(args),
+            Command::Tokens(args) => cmd::tokens::run(args).await,
             Command::Keygen => {
                 println!("{}", cmd::new_key());
                 ExitCode::SUCCESS

@@ -4,13 +4,14 @@ use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
+pub use hyper::Method;
 use hyper::{
-    Method, Request, StatusCode,
+    Request, StatusCode,
     body::{Body, Incoming},
 };
 use hyper_util::rt::TokioIo;
+use shoal_security::Credentials;
 use shoal_types::status::StatusDoc;
-use tokio::net::TcpStream;
 
 /// Why a request failed; `Unreachable` means nothing answered at all.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,7 @@ pub enum ClientError {
 pub struct AdminClient {
     addr: String,
     timeout: Duration,
+    creds: Credentials,
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -42,7 +44,14 @@ impl AdminClient {
         Self {
             addr: addr.into(),
             timeout: DEFAULT_TIMEOUT,
+            creds: Credentials::insecure(),
         }
+    }
+
+    /// How to connect (plaintext or TLS against the cluster CA) and the token to send.
+    pub fn with_credentials(mut self, creds: Credentials) -> Self {
+        self.creds = creds;
+        self
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
@@ -101,8 +110,23 @@ impl AdminClient {
     }
 
     async fn json(&self, method: Method, path: &str) -> Result<serde_json::Value, ClientError> {
-        let body = self.call(method, path, None).await?;
-        serde_json::from_slice(&body).map_err(|e| self.bad(e.to_string()))
+        self.request_json(method, path, None).await
+    }
+
+    /// Any JSON route: `method path` with an optional JSON body, answered with JSON
+    /// (`null` for an empty answer).
+    pub async fn request_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let body = body.map(|b| b.to_string().into_bytes());
+        let bytes = self.call(method, path, body).await?;
+        if bytes.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| self.bad(e.to_string()))
     }
 
     async fn message(&self, method: Method, path: &str) -> Result<String, ClientError> {
@@ -175,21 +199,28 @@ impl AdminClient {
         body: Option<Vec<u8>>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
         let addr = self.resolve().await?;
-        let connect = tokio::time::timeout(self.timeout, TcpStream::connect(addr));
-        let stream = connect
+        let addr = addr.to_string();
+        let connect = self.creds.transport.connect(&addr);
+        let stream = tokio::time::timeout(self.timeout, connect)
             .await
             .map_err(|_| self.unreachable("connect timed out".into()))?
-            .map_err(|e| self.unreachable(e.to_string()))?;
+            .map_err(|e| self.unreachable(self.with_hint(e.to_string())))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.unreachable(e.to_string()))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, self.addr.as_str());
+        if let Some(bearer) = self.creds.bearer() {
+            request = request.header(hyper::header::AUTHORIZATION, bearer);
+        }
+        if body.is_some() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
         let request = match body {
             Some(b) => request.body(boxed(Full::new(Bytes::from(b)))),
             None => request.body(boxed(Empty::<Bytes>::new())),
@@ -198,7 +229,29 @@ impl AdminClient {
         sender
             .send_request(request)
             .await
-            .map_err(|e| self.unreachable(e.to_string()))
+            .map_err(|e| self.unreachable(self.with_hint(e.to_string())))
+    }
+
+    /// A failure that a plaintext/TLS mismatch explains gets the fix appended.
+    fn with_hint(&self, reason: String) -> String {
+        if self.creds.transport.is_tls() {
+            if reason.contains("corrupt message") || reason.contains("InvalidContentType") {
+                return format!(
+                    "{reason} (the node does not speak TLS: is it running --insecure?)"
+                );
+            }
+            return reason;
+        }
+        let lower = reason.to_lowercase();
+        if lower.contains("invalid http version")
+            || lower.contains("parse")
+            || lower.contains("closed before message completed")
+        {
+            return format!(
+                "{reason} (the node may serve TLS: give --ca FILE or SHOAL_TLS_DIR, and a token)"
+            );
+        }
+        reason
     }
 
     async fn resolve(&self) -> Result<SocketAddr, ClientError> {

@@ -11,6 +11,7 @@
 //! next server and resumes after the last message it delivered — nothing missed,
 //! nothing delivered twice.
 
+use shoal_security::{AuthChannel, Credentials};
 use std::{
     sync::{
         Arc,
@@ -30,7 +31,7 @@ use shoal_proto::{
 };
 use shoal_types::backoff::capped_doubling;
 use tokio::sync::mpsc;
-use tonic::{Status, transport::Channel};
+use tonic::Status;
 
 use crate::servers::{CallError, CallOptions, Servers, retryable};
 
@@ -69,7 +70,7 @@ pub enum RoomEvent {
 
 /// A chat client bound to a list of servers.
 pub struct ChatClient {
-    servers: Servers<RawChat<Channel>>,
+    servers: Servers<RawChat<AuthChannel>>,
     client_id: u64,
     seq: AtomicU64,
     posts: AtomicU64,
@@ -92,7 +93,16 @@ impl ChatClient {
     /// A client for `servers` (`HOST:PORT` each). Connects lazily; call it from within
     /// a Tokio runtime.
     pub fn new(servers: &[String], options: CallOptions) -> Result<Self, CallError> {
-        let servers = Servers::connect(servers, options, |channel| {
+        Self::connect(servers, options, &Credentials::insecure())
+    }
+
+    /// Like [`new`](Self::new), with TLS and a token.
+    pub fn connect(
+        servers: &[String],
+        options: CallOptions,
+        creds: &Credentials,
+    ) -> Result<Self, CallError> {
+        let servers = Servers::connect(servers, options, creds, |channel| {
             RawChat::new(channel)
                 .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)
@@ -301,7 +311,7 @@ async fn follow(client: Arc<ChatClient>, room: String, mut next: u64, tx: mpsc::
 }
 
 async fn follow_one(
-    mut raw: RawChat<Channel>,
+    mut raw: RawChat<AuthChannel>,
     addr: &str,
     room: &str,
     next: &mut u64,

@@ -5,6 +5,7 @@
 //! name before the first attempt), so a submission retried after a failover creates
 //! one job, never two.
 
+use shoal_security::{AuthChannel, Credentials};
 use std::time::Duration;
 
 use serde_json::json;
@@ -16,13 +17,13 @@ use shoal_proto::{
     },
 };
 use shoal_state::jobspec::{self, Format};
-use tonic::{Streaming, transport::Channel};
+use tonic::Streaming;
 
 use crate::servers::{CallError, CallOptions, Servers};
 
 /// A jobs client bound to a list of managers.
 pub struct JobsClient {
-    servers: Servers<RawJobs<Channel>>,
+    servers: Servers<RawJobs<AuthChannel>>,
 }
 
 impl std::fmt::Debug for JobsClient {
@@ -41,7 +42,16 @@ pub fn new_job_id(name: &str) -> String {
 
 impl JobsClient {
     pub fn new(servers: &[String], options: CallOptions) -> Result<Self, CallError> {
-        let servers = Servers::connect(servers, options, |channel| {
+        Self::connect(servers, options, &Credentials::insecure())
+    }
+
+    /// Like [`new`](Self::new), with TLS and a token.
+    pub fn connect(
+        servers: &[String],
+        options: CallOptions,
+        creds: &Credentials,
+    ) -> Result<Self, CallError> {
+        let servers = Servers::connect(servers, options, creds, |channel| {
             RawJobs::new(channel)
                 .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX)

@@ -6,6 +6,7 @@
 //! round) until the call's deadline. Every write carries (client id, sequence) so a
 //! retried write is applied once, even if the first attempt committed.
 
+use shoal_security::{AuthChannel, Credentials};
 use std::{
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
@@ -20,7 +21,7 @@ use shoal_proto::{
     },
 };
 use shoal_types::Fence;
-use tonic::{Status, transport::Channel};
+use tonic::Status;
 
 use crate::whole_body::WholeBody;
 
@@ -64,7 +65,7 @@ pub struct Listing {
 
 /// A KV client bound to a list of servers.
 pub struct KvClient {
-    servers: Servers<RawKv<WholeBody<Channel>>>,
+    servers: Servers<RawKv<WholeBody<AuthChannel>>>,
     client_id: u64,
     seq: AtomicU64,
 }
@@ -86,7 +87,16 @@ impl KvClient {
     /// A client for `servers` (`HOST:PORT` each). Connects lazily; call it from within
     /// a Tokio runtime.
     pub fn new(servers: &[String], options: KvOptions) -> Result<Self, KvClientError> {
-        let servers = Servers::connect(servers, options, |channel| {
+        Self::connect(servers, options, &Credentials::insecure())
+    }
+
+    /// Like [`new`](Self::new), with TLS and a token.
+    pub fn connect(
+        servers: &[String],
+        options: KvOptions,
+        creds: &Credentials,
+    ) -> Result<Self, KvClientError> {
+        let servers = Servers::connect(servers, options, creds, |channel| {
             // Unary calls only: each request leaves in one piece (see `whole_body`).
             RawKv::new(WholeBody::new(channel))
                 .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
@@ -123,7 +133,7 @@ impl KvClient {
 
     async fn call<T, F, Fut>(&self, call: F) -> Result<T, KvClientError>
     where
-        F: FnMut(RawKv<WholeBody<Channel>>, Duration) -> Fut,
+        F: FnMut(RawKv<WholeBody<AuthChannel>>, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, Status>>,
     {
         self.servers.call(call).await

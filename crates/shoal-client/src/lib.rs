@@ -18,4 +18,5 @@ pub use chat::ChatClient;
 pub use jobs::JobsClient;
 pub use kv::{KvClient, KvClientError, KvOptions};
 pub use servers::{CallError, CallOptions};
+pub use shoal_security::Credentials;
 pub use shoal_types::breaker::{BreakerConfig, BreakerState, CircuitBreaker, Refused};

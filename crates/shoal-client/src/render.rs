@@ -4,14 +4,19 @@ use std::fmt::Write;
 
 use shoal_types::{MemberState, status::StatusDoc};
 
-/// `HEALTHY`, or `DEGRADED: n suspect, m failed`.
+/// `HEALTHY`, or `DEGRADED: n suspect, m failed`; a node run `--insecure` says so.
 pub fn verdict(doc: &StatusDoc) -> String {
     let count = |s: MemberState| doc.members.iter().filter(|m| m.state == s).count();
     let (suspect, failed) = (count(MemberState::Suspect), count(MemberState::Failed));
-    if suspect == 0 && failed == 0 {
+    let health = if suspect == 0 && failed == 0 {
         "HEALTHY".to_string()
     } else {
         format!("DEGRADED: {suspect} suspect, {failed} failed")
+    };
+    if doc.node.security == "insecure" {
+        format!("{health} (INSECURE: plaintext, no authentication)")
+    } else {
+        health
     }
 }
 
@@ -149,6 +154,7 @@ mod tests {
                 state: "active".into(),
                 uptime_s: 1.0,
                 version: "0.1.0".into(),
+                security: "tls".into(),
             },
             members,
             raft: None,
@@ -172,6 +178,12 @@ mod tests {
             row("w3", MemberState::Failed),
         ]);
         assert_eq!(verdict(&degraded), "DEGRADED: 1 suspect, 2 failed");
+        let mut open = degraded.clone();
+        open.node.security = "insecure".into();
+        assert_eq!(
+            verdict(&open),
+            "DEGRADED: 1 suspect, 2 failed (INSECURE: plaintext, no authentication)"
+        );
     }
 
     #[test]

@@ -9,8 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use shoal_security::{AuthChannel, Credentials};
 use shoal_types::backoff::capped_doubling;
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 
 /// Why a call to a server list failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,11 +64,13 @@ pub struct Servers<C> {
 
 impl<C: Clone> Servers<C> {
     /// A client per server (`HOST:PORT` each) made by `make` on a lazily connecting
-    /// channel. Call it from within a Tokio runtime.
+    /// channel that carries `creds` (TLS against the cluster CA, the token). Call it
+    /// from within a Tokio runtime.
     pub fn connect(
         servers: &[String],
         options: CallOptions,
-        make: impl Fn(Channel) -> C,
+        creds: &Credentials,
+        make: impl Fn(AuthChannel) -> C,
     ) -> Result<Self, CallError> {
         if servers.is_empty() {
             return Err(CallError::BadServers(
@@ -76,10 +79,14 @@ impl<C: Clone> Servers<C> {
         }
         let mut conns = Vec::with_capacity(servers.len());
         for s in servers {
-            let channel = Channel::from_shared(format!("http://{s}"))
-                .map_err(|e| CallError::BadServers(format!("`{s}`: {e}")))?
+            let channel = creds
+                .transport
+                .endpoint(s)
+                .map_err(CallError::BadServers)?
                 .connect_timeout(options.attempt_timeout.min(Duration::from_secs(1)))
                 .connect_lazy();
+            let channel =
+                tonic::service::interceptor::InterceptedService::new(channel, creds.interceptor());
             conns.push((s.clone(), make(channel)));
         }
         Ok(Self {

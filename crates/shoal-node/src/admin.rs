@@ -40,6 +40,8 @@ use crate::{
 /// What the admin handlers read: membership, and the Raft group on managers.
 #[derive(Clone, Debug)]
 pub struct AppState {
+    /// `--insecure`: shown in the status document.
+    pub insecure: bool,
     pub membership: MembershipHandle,
     pub raft: Option<Consensus>,
     pub dc: String,
@@ -119,6 +121,7 @@ async fn not_found() -> Response {
 async fn status(State(s): State<AppState>) -> Response {
     let snap = s.membership.snapshot();
     let mut doc = status_doc(&snap, unix_ms());
+    doc.node.security = if s.insecure { "insecure" } else { "tls" }.into();
     doc.raft = s.raft.as_ref().map(|c| c.quorum_doc(&snap));
     doc.jobs = s.jobs.section();
     doc.chat = s.chat.as_ref().map(|c| c.status_section());

@@ -92,6 +92,7 @@ pub fn group_name(config: &NodeConfig) -> String {
 /// (None for workers).
 pub async fn start(
     config: &NodeConfig,
+    transport: &shoal_security::Transport,
     tasks: &Tasks,
 ) -> Result<Option<Consensus>, ConsensusError> {
     if config.role == Role::Worker {
@@ -107,12 +108,12 @@ pub async fn start(
         election_min_ms: config.raft.election_min_ms,
         election_max_ms: config.raft.election_max_ms,
     };
-    let network = GrpcNetwork::new(identity(config), &timing);
+    let network = GrpcNetwork::new(identity(config), &timing, transport.clone());
     let breakers = network.breakers();
     let group = RaftGroup::start(raft_id(config.id.as_str()), timing, log, network).await?;
     let replica = Replica::new(
         group,
-        Forwarder::new(identity(config), FORWARD_TIMEOUT),
+        Forwarder::new(identity(config), FORWARD_TIMEOUT, transport.clone()),
         FORWARD_TIMEOUT,
         // Two election windows: enough for one election round and its first commit.
         Duration::from_millis(2 * config.raft.election_max_ms),

@@ -37,7 +37,12 @@ pub struct DevPlan {
     /// 64 hex characters, shared by every child.
     pub cluster_key: String,
     pub host: IpAddr,
+    /// TLS with a CA under `<data_root>/tls` (the default), or `--insecure` children.
+    pub insecure: bool,
 }
+
+/// Where a dev cluster keeps its CA, node certificates and admin token.
+pub const DEV_TLS_SUBDIR: &str = "tls";
 
 /// One planned child.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,7 +65,63 @@ impl DevPlan {
             data_root: PathBuf::from(".shoal/dev"),
             cluster_key: String::new(),
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            insecure: false,
         }
+    }
+
+    /// The directory of the cluster's CA and certificates.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.data_root.join(DEV_TLS_SUBDIR)
+    }
+
+    /// Makes the CA (once: a restarted dev cluster keeps its CA and admin token) and a
+    /// certificate for every node; with `insecure`, removes a stale CA so the CLI does
+    /// not find it. Returns what a client needs.
+    pub fn prepare_security(&self) -> Result<shoal_security::Credentials, DevError> {
+        let dir = self.tls_dir();
+        let io = |source: std::io::Error| DevError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        if self.insecure {
+            clean(&dir).map_err(io)?;
+            return Ok(shoal_security::Credentials::insecure());
+        }
+        let tls_err = |e: shoal_security::SecurityError| DevError::Tls(e.to_string());
+        if !dir.join(shoal_security::certs::CA_CERT_FILE).is_file() {
+            shoal_security::certs::init(&dir).map_err(tls_err)?;
+        }
+        for node in self.nodes() {
+            let subject = shoal_security::certs::Subject::Node {
+                id: node.id.clone(),
+                ips: vec![self.host],
+                dns: vec!["localhost".into()],
+            };
+            shoal_security::certs::issue(&dir, &subject).map_err(tls_err)?;
+        }
+        self.credentials()
+    }
+
+    /// A client's credentials for this cluster: its CA and admin token.
+    pub fn credentials(&self) -> Result<shoal_security::Credentials, DevError> {
+        if self.insecure {
+            return Ok(shoal_security::Credentials::insecure());
+        }
+        let dir = self.tls_dir();
+        let files = shoal_security::TlsFiles {
+            ca: dir.join(shoal_security::certs::CA_CERT_FILE),
+            own: None,
+        };
+        let tls = shoal_security::Tls::load(&files).map_err(|e| DevError::Tls(e.to_string()))?;
+        let token_path = dir.join(shoal_security::certs::ADMIN_TOKEN_FILE);
+        let token = std::fs::read_to_string(&token_path).map_err(|source| DevError::Io {
+            path: token_path.display().to_string(),
+            source,
+        })?;
+        Ok(shoal_security::Credentials {
+            transport: shoal_security::Transport::Tls(tls),
+            token: Some(token.trim().to_string()),
+        })
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -160,6 +221,8 @@ pub enum DevError {
     },
     #[error("cannot start {id}: {source}")]
     Spawn { id: String, source: std::io::Error },
+    #[error("certificates: {0}")]
+    Tls(String),
     #[error("the cluster did not come up within {0:?}; logs are in {1}")]
     NotAlive(Duration, String),
     #[error("{id} exited during start-up ({status}); see {log}")]
@@ -182,6 +245,8 @@ pub struct DevChild {
 pub struct DevCluster {
     pub plan: DevPlan,
     pub children: Vec<DevChild>,
+    /// What a client of this cluster presents (its CA and admin token).
+    pub creds: shoal_security::Credentials,
     exe: PathBuf,
 }
 
@@ -192,7 +257,9 @@ impl DevCluster {
         for node in plan.nodes() {
             check_ports_free(&node)?;
         }
+        let creds = plan.prepare_security()?;
         let mut cluster = Self {
+            creds,
             children: plan
                 .nodes()
                 .into_iter()
@@ -250,8 +317,18 @@ impl DevCluster {
         if !seeds.is_empty() {
             cmd.args(["--seeds", &seeds.join(",")]);
         }
+        if self.plan.insecure {
+            cmd.arg("--insecure");
+        } else {
+            cmd.arg("--tls-dir").arg(self.plan.tls_dir());
+        }
         cmd.env("SHOAL_CLUSTER_KEY", &self.plan.cluster_key)
             .env("SHOAL_EXIT_WITH_PARENT", "1")
+            // The children's own settings come from the flags above, not the caller's
+            // environment (a SHOAL_INSECURE or SHOAL_TLS_DIR there would clash).
+            .env_remove("SHOAL_INSECURE")
+            .env_remove("SHOAL_TLS_DIR")
+            .env_remove("SHOAL_BOOTSTRAP_TOKEN")
             // RUST_LOG passes through when set; otherwise the node's own default
             // (`warn,shoal=info,openraft=error`). Forcing `info` let openraft log a cut-off
             // follower's election timer every tick, thousands of lines a second.
@@ -272,7 +349,8 @@ impl DevCluster {
         let deadline = tokio::time::Instant::now() + timeout;
         let expected = self.children.len();
         let client = AdminClient::new(self.children[0].node.tcp.to_string())
-            .with_timeout(Duration::from_millis(500));
+            .with_timeout(Duration::from_millis(500))
+            .with_credentials(self.creds.clone());
         loop {
             if let Some((id, status)) = self.poll_exits() {
                 let log = self.log_of(&id);

@@ -3,6 +3,7 @@
 //! ```text
 //!  NodeConfig ─► bind TCP p and UDP p+1 ─► Membership (gossip task) ──┐
 //!                                     └─► one hyper server on TCP p ◄─┘ snapshot, events
+//!                                           TLS (shoal-security) ─► access::guard
 //!                                           ├─ gRPC (tonic): Cluster; managers: Raft, Kv
 //!                                           └─ HTTP admin (axum): /v1/…, /metrics
 //!  SIGTERM/Ctrl-C ─► announce leave ─► stop HTTP ─► exit (≤ 2 s)
@@ -10,6 +11,7 @@
 //!
 //! [`dev`] supervises a local cluster of child processes (`shoal dev`).
 
+pub mod access;
 pub mod admin;
 pub mod chat;
 pub mod consensus;

@@ -30,6 +30,8 @@ pub enum NodeError {
     Membership(#[from] shoal_membership::CoreError),
     #[error("{0}")]
     Consensus(#[from] consensus::ConsensusError),
+    #[error("{0}")]
+    Access(#[from] crate::access::AccessError),
 }
 
 /// A node that is up: its addresses and a way to stop it. It owns every task it
@@ -112,12 +114,18 @@ impl Node {
         registry: crate::jobs::exec::Registry,
     ) -> Result<StartedNode, NodeError> {
         let config = prepare(config, &registry)?;
+        let access = crate::access::NodeAccess::load(&config)?;
+        if access.is_insecure() {
+            tracing::warn!(
+                "--insecure: plaintext and unauthenticated; anyone who reaches this port can run commands on the workers"
+            );
+        }
         let bound = bind(&config)?;
         let meta = metadata(&config, bound.tcp_addr);
         let tasks = Tasks::new();
         let (tcp, tcp_addr, gossip_addr) = (bound.tcp, bound.tcp_addr, bound.gossip_addr);
         let membership = start_membership(&config, meta, bound.transport, &tasks).await?;
-        let consensus = match consensus::start(&config, &tasks).await {
+        let consensus = match consensus::start(&config, &access.transport, &tasks).await {
             Ok(c) => c,
             Err(e) => {
                 membership.stop().await;
@@ -128,15 +136,34 @@ impl Node {
         if let Some(c) = &consensus {
             c.spawn_duties(config.bootstrap_expect, membership.clone());
         }
-        let services = role_services(&config, consensus.clone(), &membership, registry, &tasks);
-        let app = admin::router(admin_state(
+        let services = role_services(
+            &config,
+            consensus.clone(),
+            &membership,
+            registry,
+            &access,
+            &tasks,
+        );
+        let guard = guard(&config, consensus.as_ref(), &membership, &access);
+        let mut app = admin::router(admin_state(
             &config,
             consensus.clone(),
             &membership,
             &services,
+            &access,
         ))
         .merge(grpc::routes(membership.clone(), services));
-        if let Err(e) = serve(tcp, tcp_addr, app, &tasks) {
+        if let (Some(c), shoal_types::Role::Manager) = (&consensus, config.role) {
+            app = app.merge(crate::access::tokens_routes(
+                c.replica.clone(),
+                access.clone(),
+            ));
+        }
+        let app = app.layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::new(guard),
+            crate::access::guard,
+        ));
+        if let Err(e) = serve(tcp, tcp_addr, app, access.server.clone(), &tasks) {
             let node = StartedNode {
                 tcp_addr,
                 gossip_addr,
@@ -180,7 +207,8 @@ fn prepare(
         if config.cores == 0 {
             config.cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         }
-        for kind in registry.names() {
+        let exec = (!config.no_exec).then_some("exec");
+        for kind in registry.names().chain(exec) {
             config
                 .tags
                 .insert(shoal_state::jobs::kind_tag(kind), "yes".into());
@@ -287,17 +315,41 @@ async fn start_membership(
     Ok(membership)
 }
 
+/// Who may call this node: managers look tokens up in their replicated state, gates
+/// and workers ask a manager of their DC.
+fn guard(
+    config: &NodeConfig,
+    consensus: Option<&consensus::Consensus>,
+    membership: &MembershipHandle,
+    access: &crate::access::NodeAccess,
+) -> crate::access::Guard {
+    let book = match (consensus, config.role) {
+        (Some(c), shoal_types::Role::Manager) => crate::access::TokenBook::Local(c.replica.clone()),
+        _ => crate::access::TokenBook::remote(membership.clone(), config.dc.clone(), access),
+    };
+    crate::access::Guard {
+        access: access.clone(),
+        book,
+    }
+}
+
 /// The gRPC services of this node's role (and their background tasks).
 fn role_services(
     config: &NodeConfig,
     consensus: Option<consensus::Consensus>,
     membership: &MembershipHandle,
     registry: crate::jobs::exec::Registry,
+    access: &crate::access::NodeAccess,
     tasks: &Tasks,
 ) -> grpc::RoleServices {
     match (consensus, config.role) {
         (Some(c), shoal_types::Role::Gate) => {
-            let gate = crate::jobs::gate::Gate::new(c.replica.clone(), membership.clone(), tasks);
+            let gate = crate::jobs::gate::Gate::new(
+                c.replica.clone(),
+                membership.clone(),
+                access.transport.clone(),
+                tasks,
+            );
             grpc::RoleServices::Gate(Box::new(grpc::GateServices {
                 replica: c.replica,
                 identity: consensus::identity(config),
@@ -310,6 +362,7 @@ fn role_services(
                 membership.clone(),
                 config.dc.clone(),
                 config.cluster_id.clone(),
+                access.transport.clone(),
                 tasks.clone(),
             );
             tasks.spawn("jobs leader", crate::jobs::leader::run(jobs.clone()));
@@ -324,12 +377,10 @@ fn role_services(
         }
         (None, shoal_types::Role::Worker) => {
             grpc::RoleServices::Worker(crate::jobs::worker::WorkerRuntime::start(
-                config.id.to_string(),
-                config.dc.clone(),
-                config.cluster_id.clone(),
-                config.cores,
+                config,
                 membership.clone(),
                 registry,
+                access.transport.clone(),
                 tasks,
             ))
         }
@@ -343,8 +394,10 @@ fn admin_state(
     consensus: Option<consensus::Consensus>,
     membership: &MembershipHandle,
     services: &grpc::RoleServices,
+    access: &crate::access::NodeAccess,
 ) -> admin::AppState {
     admin::AppState {
+        insecure: access.is_insecure(),
         membership: membership.clone(),
         raft: consensus,
         dc: config.dc.clone(),
@@ -368,6 +421,7 @@ fn serve(
     tcp: TcpListener,
     tcp_addr: SocketAddr,
     app: axum::Router,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     tasks: &Tasks,
 ) -> Result<(), NodeError> {
     let bind_err = |source| NodeError::Bind {
@@ -379,14 +433,10 @@ fn serve(
     let listener = tokio::net::TcpListener::from_std(tcp).map_err(bind_err)?;
     let stopped = tasks.stopped();
     tasks.spawn_graceful("http", async move {
-        // Small gRPC frames (Raft messages, KV answers) must not wait for Nagle's
-        // algorithm: without TCP_NODELAY a reply can sit 40 ms for a delayed ACK.
-        use axum::serve::ListenerExt as _;
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
-            }
-        });
+        // TCP_NODELAY and the TLS handshake happen in the listener; the peer it read
+        // from the certificate reaches the access guard as connection info.
+        let listener = shoal_security::ShoalListener::new(listener, tls);
+        let app = app.into_make_service_with_connect_info::<shoal_security::Peer>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(stopped);
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "admin server stopped");

@@ -70,6 +70,23 @@ pub fn dc_leaders(snap: &Snapshot) -> BTreeMap<String, (String, u64)> {
     leaders
 }
 
+/// The TCP addresses of `dc`'s live managers, the leader first.
+pub fn dc_managers(snap: &Snapshot, dc: &str) -> Vec<String> {
+    let leader = dc_leaders(snap).get(dc).map(|(id, _)| id.clone());
+    let mut v: Vec<(bool, String)> = snap
+        .members
+        .iter()
+        .filter(|m| {
+            m.role == Some(Role::Manager)
+                && m.dc.as_deref() == Some(dc)
+                && matches!(m.state, MemberState::Alive | MemberState::Suspect)
+        })
+        .map(|m| (leader.as_deref() != Some(m.id.as_str()), m.addr.clone()))
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, a)| a).collect()
+}
+
 pub fn status_doc(snap: &Snapshot, now_ms: u64) -> StatusDoc {
     let me = &snap.me;
     let leaders = dc_leaders(snap);
@@ -97,6 +114,8 @@ pub fn status_doc(snap: &Snapshot, now_ms: u64) -> StatusDoc {
                 now_ms.saturating_sub(me.started_unix_ms.unwrap_or(now_ms)) as f64 / 1000.0,
             ),
             version: me.version.clone().unwrap_or_default(),
+            // Filled by the admin route, which knows how the node serves.
+            security: String::new(),
         },
         members,
         raft: None,

@@ -15,6 +15,8 @@ fn config(id: &str, seeds: Vec<String>, dir: &std::path::Path) -> NodeConfig {
         role: Some("worker".into()),
         listen: Some("127.0.0.1:0".into()),
         profile: Some("local".into()),
+        // Functional tests run plaintext; tests/secure.rs runs with TLS and tokens.
+        insecure: Some(true),
         seeds: Some(seeds),
         data_dir: Some(dir.join(id)),
         ..Default::default()

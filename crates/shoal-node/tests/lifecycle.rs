@@ -19,6 +19,8 @@ fn gate_config(seeds: Vec<String>, dir: &std::path::Path) -> NodeConfig {
         role: Some("gate".into()),
         listen: Some("127.0.0.1:0".into()),
         profile: Some("local".into()),
+        // Functional tests run plaintext; tests/secure.rs runs with TLS and tokens.
+        insecure: Some(true),
         seeds: Some(seeds),
         data_dir: Some(dir.join("g1")),
         bootstrap_expect: Some(1),

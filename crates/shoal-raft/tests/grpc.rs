@@ -95,7 +95,7 @@ async fn raft_over_grpc_elects_replicates_and_fails_over() {
     }
     let mut members = BTreeMap::new();
     for (id, listener) in listeners {
-        let network = GrpcNetwork::new(me(), &RaftTiming::LOCAL);
+        let network = GrpcNetwork::new(me(), &RaftTiming::LOCAL, Default::default());
         let log = DiskLog::open_in_memory().unwrap();
         let group = RaftGroup::start(id, RaftTiming::LOCAL, log, network)
             .await
@@ -190,7 +190,7 @@ async fn a_replication_stream_asks_for_a_request_before_it_can_fail() {
     let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = nobody.local_addr().unwrap();
     drop(nobody);
-    let mut network = GrpcNetwork::new(me(), &RaftTiming::LOCAL);
+    let mut network = GrpcNetwork::new(me(), &RaftTiming::LOCAL, Default::default());
     let mut peer = network
         .new_client(2, &BasicNode::new(addr.to_string()))
         .await;

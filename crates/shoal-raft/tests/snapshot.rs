@@ -50,7 +50,7 @@ struct Member {
 
 async fn start(id: u64, path: &Path, listener: TcpListener) -> Member {
     let log = DiskLog::open(path).unwrap();
-    let network = GrpcNetwork::new(me(), &RaftTiming::LOCAL);
+    let network = GrpcNetwork::new(me(), &RaftTiming::LOCAL, Default::default());
     let group = RaftGroup::start(id, options(), log, network).await.unwrap();
     let (stop, rx) = oneshot::channel::<()>();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -165,7 +165,7 @@ async fn snapshots_compact_the_log_stream_to_a_newcomer_and_survive_restart() {
         follower,
         options(),
         DiskLog::open(&path(follower)).unwrap(),
-        GrpcNetwork::new(me(), &RaftTiming::LOCAL),
+        GrpcNetwork::new(me(), &RaftTiming::LOCAL, Default::default()),
     )
     .await
     .unwrap();

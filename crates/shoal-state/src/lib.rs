@@ -22,6 +22,7 @@ pub mod jobspec;
 pub mod key;
 pub mod kv;
 pub mod session;
+pub mod tokens;
 
 use serde::{Deserialize, Serialize};
 use shoal_types::Fence;
@@ -30,6 +31,7 @@ pub use chat::{Chat, ChatCommand, ChatError, ChatResponse};
 pub use jobs::{JobCommand, JobError, JobResponse, Jobs};
 pub use kv::{KvCommand, KvEntry, KvError, KvResponse, KvStore};
 pub use session::{ClientTag, Sessions};
+pub use tokens::{TokenCommand, TokenError, TokenResponse, Tokens};
 
 /// A position in the replicated log.
 #[derive(
@@ -45,6 +47,8 @@ pub enum Command {
     Kv(KvCommand),
     Jobs(JobCommand),
     Chat(ChatCommand),
+    /// Appended last: earlier variants keep their postcard index.
+    Tokens(TokenCommand),
 }
 
 /// A command as a client submitted it: tagged so a retry after a failover is applied
@@ -90,6 +94,10 @@ impl std::fmt::Display for Request {
             Command::Chat(ChatCommand::Post {
                 room, user, text, ..
             }) => write!(f, "{user} posts {} B in {room}", text.len()),
+            Command::Tokens(TokenCommand::Create { name, perms, .. }) => {
+                write!(f, "create token {name} ({perms})")
+            }
+            Command::Tokens(TokenCommand::Revoke { name }) => write!(f, "revoke token {name}"),
         }
     }
 }
@@ -101,6 +109,7 @@ pub enum Response {
     Kv(Result<KvResponse, KvError>),
     Jobs(Result<JobResponse, JobError>),
     Chat(Result<ChatResponse, ChatError>),
+    Tokens(Result<TokenResponse, TokenError>),
     /// The client's session no longer remembers this sequence number: it was applied
     /// long ago and its response was forgotten. Nothing was applied now.
     SessionExpired {
@@ -126,7 +135,7 @@ pub struct Answer {
 /// The snapshot format: a magic, this version, then the postcard encoding of [`State`].
 /// Snapshots written before versioning (format 1) carry no magic.
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SHS\0";
-pub const SNAPSHOT_FORMAT: u8 = 2;
+pub const SNAPSHOT_FORMAT: u8 = 3;
 
 /// A snapshot that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +156,7 @@ pub struct State {
     pub chat: Chat,
     pub sessions: Sessions,
     pub last_applied: LogIndex,
+    pub tokens: Tokens,
 }
 
 impl State {
@@ -181,6 +191,7 @@ impl State {
             Command::Kv(cmd) => Response::Kv(self.kv.apply(index, cmd)),
             Command::Jobs(cmd) => Response::Jobs(self.jobs.apply(index, cmd)),
             Command::Chat(cmd) => Response::Chat(self.chat.apply(index, cmd)),
+            Command::Tokens(cmd) => Response::Tokens(self.tokens.apply(index, cmd)),
         };
         if let Some(tag) = request.client {
             self.sessions.record(tag, at, response.clone());
@@ -194,6 +205,7 @@ impl State {
         self.kv.validate()?;
         self.jobs.validate()?;
         self.chat.validate()?;
+        self.tokens.validate()?;
         self.sessions.validate()
     }
 
@@ -205,7 +217,8 @@ impl State {
         postcard::to_extend(self, out)
     }
 
-    /// Reads a snapshot of this format, or of format 1 (before versioning).
+    /// Reads a snapshot of this format, of format 2 (before tokens), or of format 1
+    /// (before versioning).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SnapshotError> {
         let v1 = || postcard::from_bytes::<StateV1>(bytes).map(State::from);
         match bytes.strip_prefix(SNAPSHOT_MAGIC) {
@@ -214,10 +227,36 @@ impl State {
             Some([SNAPSHOT_FORMAT, rest @ ..]) => {
                 postcard::from_bytes(rest).or_else(|e| v1().map_err(|_| e.into()))
             }
+            Some([2, rest @ ..]) => postcard::from_bytes::<StateV2>(rest)
+                .map(State::from)
+                .or_else(|e| v1().map_err(|_| e.into())),
             Some([newer, ..]) if *newer > SNAPSHOT_FORMAT => {
                 v1().map_err(|_| SnapshotError::Newer(*newer))
             }
             _ => Ok(v1()?),
+        }
+    }
+}
+
+/// [`State`] as format 2 snapshots held it (no tokens).
+#[derive(Deserialize)]
+struct StateV2 {
+    kv: KvStore,
+    jobs: Jobs,
+    chat: Chat,
+    sessions: Sessions,
+    last_applied: LogIndex,
+}
+
+impl From<StateV2> for State {
+    fn from(v2: StateV2) -> Self {
+        Self {
+            kv: v2.kv,
+            jobs: v2.jobs,
+            chat: v2.chat,
+            sessions: v2.sessions,
+            last_applied: v2.last_applied,
+            tokens: Tokens::default(),
         }
     }
 }
@@ -240,6 +279,7 @@ impl From<StateV1> for State {
             chat: v1.chat,
             sessions: v1.sessions.into(),
             last_applied: v1.last_applied,
+            tokens: Tokens::default(),
         }
     }
 }

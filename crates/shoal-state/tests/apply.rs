@@ -517,3 +517,25 @@ fn a_snapshot_from_a_newer_format_is_refused_by_name() {
     let err = State::from_bytes(&bytes).expect_err("newer format");
     assert!(err.to_string().contains("newer"), "{err}");
 }
+
+/// Format 2 (before tokens) was the magic, 2, then the state's fields up to
+/// `last_applied`; it loads with an empty token table and applies on as before.
+#[test]
+fn a_format_2_snapshot_still_loads() {
+    let mut s = State::default();
+    s.apply(
+        at(1),
+        &Request {
+            client: None,
+            command: put("k", "v"),
+        },
+    );
+    let mut v2 = b"SHS\0\x02".to_vec();
+    v2.extend(
+        postcard::to_allocvec(&(&s.kv, &s.jobs, &s.chat, &s.sessions, s.last_applied))
+            .expect("encodes"),
+    );
+    let loaded = State::from_bytes(&v2).expect("a format 2 snapshot loads");
+    assert_eq!(loaded, s);
+    assert!(loaded.tokens.list().is_empty());
+}

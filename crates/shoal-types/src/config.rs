@@ -311,6 +311,16 @@ pub struct PartialConfig {
     pub bootstrap_expect: Option<u32>,
     /// Nodes of different cluster ids never talk Raft to each other.
     pub cluster_id: Option<String>,
+    /// A directory with `ca.pem`, `<id>.pem` and `<id>-key.pem` (`shoal certs`): the
+    /// node serves TLS and talks TLS to the others.
+    pub tls_dir: Option<PathBuf>,
+    /// Plaintext, unauthenticated and without a cluster key, on purpose (local tests).
+    pub insecure: Option<bool>,
+    /// A token the node accepts as `admin` until it is revoked (besides the one whose
+    /// hash `shoal certs init` left in the TLS directory).
+    pub bootstrap_token: Option<String>,
+    /// Workers: refuse jobs that run `exec` (commands) altogether.
+    pub no_exec: Option<bool>,
     #[serde(default)]
     pub gossip: PartialTiming,
 }
@@ -332,7 +342,8 @@ impl PartialConfig {
     /// Layers `over` on top of `self`: every key `over` sets wins.
     pub fn merge(mut self, over: &PartialConfig) -> Self {
         layer_fields!(self, over; id, role, listen, seeds, profile, data_dir, cluster_key, dc,
-            tags, cores, bootstrap_expect, cluster_id);
+            tags, cores, bootstrap_expect, cluster_id, tls_dir, insecure, bootstrap_token,
+            no_exec);
         self.gossip.merge(&over.gossip);
         self
     }
@@ -361,7 +372,32 @@ pub struct NodeConfig {
     pub raft: RaftTimingConfig,
     pub bootstrap_expect: Option<u32>,
     pub cluster_id: String,
+    pub security: Security,
+    /// Workers: refuse `exec` workflows.
+    pub no_exec: bool,
 }
+
+/// How a node secures its port and its calls to the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Security {
+    /// `--insecure`: plaintext, no authentication, gossip unsealed allowed. On purpose.
+    Insecure,
+    /// TLS with the node's certificate; clients authenticate by certificate or token.
+    Tls {
+        dir: PathBuf,
+        /// Accepted as `admin` until revoked, besides the TLS directory's bootstrap hash.
+        bootstrap_token: Option<String>,
+    },
+}
+
+impl Security {
+    pub fn is_insecure(&self) -> bool {
+        matches!(self, Security::Insecure)
+    }
+}
+
+/// What a secure node needs, in words (for errors and help).
+pub const SECURE_RULE: &str = "is required unless --insecure: `shoal certs init --dir DIR`, then `shoal certs issue --dir DIR --node ID` for each node";
 
 /// Raft timing per profile (DESIGN §Timing profiles). The election window is when a
 /// follower that stopped hearing from its leader starts an election, counted from the
@@ -448,6 +484,17 @@ impl NodeConfig {
         }
         let cluster_id = layer.cluster_id.unwrap_or_else(|| "shoal".into());
         validate_name(&cluster_id).map_err(|e| ConfigError::new("cluster_id", e.to_string()))?;
+        let security = resolve_security(&layer.tls_dir, layer.insecure, layer.bootstrap_token)?;
+        if !security.is_insecure() && cluster_keys.is_empty() {
+            return Err(ConfigError::new(
+                "cluster_key",
+                "is required unless --insecure (make one with `shoal keygen`)",
+            ));
+        }
+        let no_exec = layer.no_exec.unwrap_or(false);
+        if no_exec && role != Role::Worker {
+            return Err(ConfigError::new("no_exec", "is for workers only"));
+        }
         Ok(Self {
             id,
             role,
@@ -463,7 +510,47 @@ impl NodeConfig {
             raft: RaftTimingConfig::for_profile(profile),
             bootstrap_expect: layer.bootstrap_expect,
             cluster_id,
+            security,
+            no_exec,
         })
+    }
+}
+
+fn resolve_security(
+    tls_dir: &Option<PathBuf>,
+    insecure: Option<bool>,
+    bootstrap_token: Option<String>,
+) -> Result<Security, ConfigError> {
+    match (tls_dir, insecure.unwrap_or(false)) {
+        (Some(_), true) => Err(ConfigError::new(
+            "insecure",
+            "cannot be combined with tls_dir: pick one",
+        )),
+        (None, true) => {
+            if bootstrap_token.is_some() {
+                return Err(ConfigError::new(
+                    "bootstrap_token",
+                    "means nothing with --insecure (nothing is authenticated)",
+                ));
+            }
+            Ok(Security::Insecure)
+        }
+        (None, false) => Err(ConfigError::new("tls_dir", SECURE_RULE)),
+        (Some(dir), false) => {
+            if let Some(t) = &bootstrap_token {
+                let printable = t.bytes().all(|b| b.is_ascii_graphic());
+                if t.len() < 16 || t.len() > 128 || !printable {
+                    return Err(ConfigError::new(
+                        "bootstrap_token",
+                        "must be 16-128 printable ASCII characters without spaces",
+                    ));
+                }
+            }
+            Ok(Security::Tls {
+                dir: dir.clone(),
+                bootstrap_token,
+            })
+        }
     }
 }
 
@@ -540,6 +627,7 @@ mod tests {
             id: Some("m1".into()),
             role: Some("manager".into()),
             listen: Some("127.0.0.1:9000".into()),
+            insecure: Some(true),
             ..Default::default()
         }
     }
@@ -647,7 +735,7 @@ mod tests {
     fn later_layers_win() {
         let file = PartialConfig::from_toml_str(
             "id = \"from-file\"\nrole = \"worker\"\nlisten = \"127.0.0.1:1\"\n\
-             [gossip]\nprobe_period_ms = 900\nprobe_timeout_ms = 300\n",
+             insecure = true\n[gossip]\nprobe_period_ms = 900\nprobe_timeout_ms = 300\n",
         )
         .unwrap();
         let flags = PartialConfig {
@@ -686,5 +774,55 @@ mod tests {
         assert_eq!(t.suspicion_min_ms(1), 4_000);
         assert_eq!(t.suspicion_min_ms(10), 4_000);
         assert_eq!(t.suspicion_min_ms(100), 8_000);
+    }
+
+    /// Secure by default: a node needs a TLS directory and a cluster key unless it is
+    /// told `--insecure`, and the two modes do not mix.
+    #[test]
+    fn security_is_required_unless_insecure() {
+        let secure = |tls: Option<&str>, key: Option<&str>| PartialConfig {
+            insecure: None,
+            tls_dir: tls.map(PathBuf::from),
+            cluster_key: key.map(str::to_string),
+            ..base()
+        };
+        let key = "11".repeat(32);
+        let e = err(secure(None, Some(&key)));
+        assert!(
+            e.starts_with("invalid config: tls_dir: is required unless --insecure"),
+            "{e}"
+        );
+        let e = err(secure(Some("/tls"), None));
+        assert!(
+            e.starts_with("invalid config: cluster_key: is required unless --insecure"),
+            "{e}"
+        );
+        let ok = NodeConfig::resolve(secure(Some("/tls"), Some(&key))).unwrap();
+        assert_eq!(
+            ok.security,
+            Security::Tls {
+                dir: "/tls".into(),
+                bootstrap_token: None
+            }
+        );
+        let e = err(PartialConfig {
+            tls_dir: Some("/tls".into()),
+            ..base()
+        });
+        assert!(
+            e.contains("insecure: cannot be combined with tls_dir"),
+            "{e}"
+        );
+        let e = err(PartialConfig {
+            bootstrap_token: Some("short".into()),
+            ..secure(Some("/tls"), Some(&key))
+        });
+        assert!(e.contains("bootstrap_token: must be 16-128"), "{e}");
+        assert!(NodeConfig::resolve(base()).unwrap().security.is_insecure());
+        let e = err(PartialConfig {
+            no_exec: Some(true),
+            ..base()
+        });
+        assert!(e.contains("no_exec: is for workers only"), "{e}");
     }
 }

@@ -17,6 +17,9 @@ pub struct NodeSection {
     pub state: String,
     pub uptime_s: f64,
     pub version: String,
+    /// `tls`, or `insecure` (plaintext, unauthenticated: `--insecure`).
+    #[serde(default)]
+    pub security: String,
 }
 
 /// One row of `members`.

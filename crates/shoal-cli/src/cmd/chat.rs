@@ -98,7 +98,7 @@ pub async fn run(args: ChatArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let client = match ChatClient::new(&servers, options) {
+    let client = match ChatClient::connect(&servers, options, &super::access::creds()) {
         Ok(c) => Arc::new(c),
         Err(e) => return fail(&e),
     };

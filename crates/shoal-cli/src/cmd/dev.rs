@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::Args;
-use shoal_client::{AdminClient, KvClient, KvOptions, render};
+use shoal_client::{AdminClient, Credentials, KvClient, KvOptions, render};
 use shoal_node::dev::{DevCluster, DevError, DevPlan};
 use shoal_types::{MemberState, config::parse_cluster_keys};
 use tokio::time::Instant;
@@ -33,6 +33,11 @@ pub struct DevArgs {
     /// default. Give your own to join extra nodes by hand.
     #[arg(long, env = "SHOAL_CLUSTER_KEY", hide_env_values = true)]
     cluster_key: Option<String>,
+    /// Run every node plaintext and unauthenticated. By default the cluster gets its
+    /// own CA and an admin token under <data-dir>/tls, which the CLI finds from this
+    /// directory.
+    #[arg(long)]
+    insecure: bool,
 }
 
 impl DevArgs {
@@ -40,6 +45,7 @@ impl DevArgs {
         let mut plan = DevPlan::new(self.base_port, self.managers, self.gates, self.workers);
         plan.dcs = self.dcs;
         plan.data_root = self.data_dir.clone();
+        plan.insecure = self.insecure;
         plan.cluster_key = match &self.cluster_key {
             Some(key) => {
                 parse_cluster_keys(key)?;
@@ -99,6 +105,14 @@ pub async fn run(args: DevArgs) -> ExitCode {
         "cluster key: {} (as SHOAL_CLUSTER_KEY for nodes you add by hand)",
         cluster.plan.cluster_key
     );
+    match &cluster.creds.token {
+        Some(token) => println!(
+            "TLS on: CA and node certificates in {dir}; admin token: {token}\n\
+             (the CLI finds both when run from this directory; elsewhere set SHOAL_TLS_DIR={dir})",
+            dir = cluster.plan.tls_dir().display()
+        ),
+        None => println!("INSECURE: plaintext and unauthenticated (--insecure)"),
+    }
     println!(
         "\ncluster is up. try:\n  shoal status --addr {first} --watch\n  shoal events --addr {first}\n\
          logs: {}/<id>/node.log · Ctrl-C stops every node",
@@ -179,6 +193,7 @@ async fn tour(cluster: &mut DevCluster) -> Result<(), String> {
     let killed = Instant::now();
     cluster.kill(&victim).await;
     settle(
+        &cluster.creds.clone(),
         &observers,
         &victim,
         MemberState::Failed,
@@ -191,6 +206,7 @@ async fn tour(cluster: &mut DevCluster) -> Result<(), String> {
     let restarted = Instant::now();
     cluster.restart(&victim).map_err(|e| e.to_string())?;
     settle(
+        &cluster.creds.clone(),
         &observers,
         &victim,
         MemberState::Alive,
@@ -237,8 +253,12 @@ async fn job_through_a_worker_crash(cluster: &mut DevCluster) -> Result<(), Stri
     if managers.is_empty() || workers.len() < 2 {
         return Ok(()); // nowhere to move work to
     }
-    let client = shoal_client::JobsClient::new(&managers, shoal_client::CallOptions::default())
-        .map_err(|e| e.to_string())?;
+    let client = shoal_client::JobsClient::connect(
+        &managers,
+        shoal_client::CallOptions::default(),
+        &cluster.creds,
+    )
+    .map_err(|e| e.to_string())?;
     println!(
         "
 == a job: 1 echo, then 8 × sleep 1.5 s over {} workers",
@@ -323,8 +343,13 @@ async fn kv_leader_failover(cluster: &mut DevCluster) -> Result<(), String> {
     if managers.len() < 3 {
         return Ok(()); // no fault-tolerant group to show
     }
-    let leader_of = |addr: String| async move {
-        let doc = AdminClient::new(addr).status().await.ok()?;
+    let creds = cluster.creds.clone();
+    let leader_of = |addr: String| async {
+        let doc = AdminClient::new(addr)
+            .with_credentials(creds.clone())
+            .status()
+            .await
+            .ok()?;
         doc.raft?["leader_id"].as_str().map(String::from)
     };
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -338,7 +363,8 @@ async fn kv_leader_failover(cluster: &mut DevCluster) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let all: Vec<String> = managers.iter().map(|m| m.1.clone()).collect();
-    let client = KvClient::new(&all, KvOptions::default()).map_err(|e| e.to_string())?;
+    let client =
+        KvClient::connect(&all, KvOptions::default(), &creds).map_err(|e| e.to_string())?;
     println!(
         "\n== the replicated store: managers {} (leader {leader})",
         all.join(", ")
@@ -362,7 +388,7 @@ async fn kv_leader_failover(cluster: &mut DevCluster) -> Result<(), String> {
         deadline: Duration::from_secs(15),
         retry_pause: Duration::from_millis(5),
     };
-    let to_survivors = KvClient::new(&survivors, quick).map_err(|e| e.to_string())?;
+    let to_survivors = KvClient::connect(&survivors, quick, &creds).map_err(|e| e.to_string())?;
     let killed = Instant::now();
     cluster.kill(&leader).await;
     let w = to_survivors
@@ -386,8 +412,12 @@ async fn kv_leader_failover(cluster: &mut DevCluster) -> Result<(), String> {
     println!("\n== restarting {leader}: it rejoins as a follower and catches up from its log");
     cluster.restart(&leader).map_err(|e| e.to_string())?;
     let addr = managers.iter().find(|m| m.0 == leader).map(|m| m.1.clone());
-    let back = KvClient::new(&addr.into_iter().collect::<Vec<_>>(), KvOptions::default())
-        .map_err(|e| e.to_string())?;
+    let back = KvClient::connect(
+        &addr.into_iter().collect::<Vec<_>>(),
+        KvOptions::default(),
+        &creds,
+    )
+    .map_err(|e| e.to_string())?;
     let restarted = Instant::now();
     loop {
         // A stale read: what this replica itself has applied.
@@ -408,6 +438,7 @@ async fn kv_leader_failover(cluster: &mut DevCluster) -> Result<(), String> {
 /// Waits until every observer sees `victim` in `state`, reports how long it took since
 /// `since`, and prints the table as the first observer sees it.
 async fn settle(
+    creds: &Credentials,
     observers: &[String],
     victim: &str,
     state: MemberState,
@@ -416,14 +447,15 @@ async fn settle(
     cause: &str,
 ) -> Result<(), String> {
     const BUDGET: Duration = Duration::from_secs(15);
-    wait_all_see(observers, victim, state, BUDGET)
+    wait_all_see(creds, observers, victim, state, BUDGET)
         .await
         .ok_or_else(|| format!("{victim} was not {state} everywhere within {BUDGET:?}"))?;
     println!(
         "{victim} {what} {:.2} s after {cause}",
         since.elapsed().as_secs_f64()
     );
-    if let Ok(doc) = AdminClient::new(observers[0].clone()).status().await {
+    let first = AdminClient::new(observers[0].clone()).with_credentials(creds.clone());
+    if let Ok(doc) = first.status().await {
         print!("{}", render::status_table(&doc));
     }
     Ok(())
@@ -431,6 +463,7 @@ async fn settle(
 
 /// Polls every observer until each reports `target` in `state`.
 async fn wait_all_see(
+    creds: &Credentials,
     observers: &[String],
     target: &str,
     state: MemberState,
@@ -439,7 +472,11 @@ async fn wait_all_see(
     let start = Instant::now();
     let clients: Vec<AdminClient> = observers
         .iter()
-        .map(|a| AdminClient::new(a.clone()).with_timeout(Duration::from_millis(500)))
+        .map(|a| {
+            AdminClient::new(a.clone())
+                .with_timeout(Duration::from_millis(500))
+                .with_credentials(creds.clone())
+        })
         .collect();
     while start.elapsed() < timeout {
         let mut all = true;

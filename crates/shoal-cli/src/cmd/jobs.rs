@@ -75,7 +75,7 @@ enum JobsCommand {
 
 fn client(args: &ServerArgs) -> Result<JobsClient, ExitCode> {
     let (servers, options) = args.parse()?;
-    JobsClient::new(&servers, options).map_err(|e| fail(&e))
+    JobsClient::connect(&servers, options, &super::access::creds()).map_err(|e| fail(&e))
 }
 
 fn read_spec(file: &str) -> Result<(String, Format), String> {

@@ -118,7 +118,7 @@ pub async fn run(args: KvArgs) -> ExitCode {
         deadline,
         ..KvOptions::default()
     };
-    let client = match KvClient::new(&servers, options) {
+    let client = match KvClient::connect(&servers, options, &super::access::creds()) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };

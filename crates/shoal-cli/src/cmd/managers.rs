@@ -3,7 +3,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use clap::{Args, Subcommand};
-use shoal_client::{AdminClient, ClientError};
+use shoal_client::ClientError;
 
 #[derive(Args, Debug)]
 pub struct ManagersArgs {
@@ -46,7 +46,7 @@ pub fn report(r: Result<String, ClientError>) -> ExitCode {
 
 pub async fn run(args: ManagersArgs) -> ExitCode {
     // Adding waits for the newcomer to catch up (up to a minute).
-    let client = AdminClient::new(args.addr).with_timeout(Duration::from_secs(90));
+    let client = super::access::admin(args.addr).with_timeout(Duration::from_secs(90));
     match args.action {
         Action::Ls { json } => match client.quorum().await {
             Ok(doc) if json => {

@@ -1,5 +1,7 @@
 //! The subcommands. Each parses its flags and calls into the library crates.
 
+pub mod access;
+pub mod certs;
 pub mod chat;
 pub mod dev;
 pub mod jobs;
@@ -7,6 +9,7 @@ pub mod kv;
 pub mod managers;
 pub mod node;
 pub mod status;
+pub mod tokens;
 
 use std::{process::ExitCode, time::Duration};
 

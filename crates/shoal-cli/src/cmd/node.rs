@@ -62,8 +62,8 @@ pub async fn command(cmd: NodeCmd) -> ExitCode {
     match cmd.action {
         None => run(cmd.args).await,
         Some(NodeAction::Drain { addr }) => {
-            let client = shoal_client::AdminClient::new(addr)
-                .with_timeout(std::time::Duration::from_secs(30));
+            let client =
+                super::access::admin(addr).with_timeout(std::time::Duration::from_secs(30));
             super::managers::report(client.drain().await)
         }
     }
@@ -119,6 +119,22 @@ pub struct NodeArgs {
     /// (their Raft path is a chain of short steps), one per CPU for workers.
     #[arg(long, env = "SHOAL_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
+    /// A directory with `ca.pem`, `<id>.pem` and `<id>-key.pem` (`shoal certs init`,
+    /// `shoal certs issue --node ID`): serve TLS, require certificates of the cluster CA
+    /// from other nodes and a certificate or token from clients.
+    #[arg(long, env = "SHOAL_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
+    /// Run plaintext and unauthenticated, without a cluster key, on purpose (local tests
+    /// only: anyone who reaches the port can run commands on workers).
+    #[arg(long, env = "SHOAL_INSECURE")]
+    insecure: bool,
+    /// A token accepted as `admin` until revoked (besides the one `shoal certs init`
+    /// printed), to bootstrap token management.
+    #[arg(long, env = "SHOAL_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    bootstrap_token: Option<String>,
+    /// Workers: refuse jobs that run commands (`exec` workflows) altogether.
+    #[arg(long, env = "SHOAL_NO_EXEC")]
+    no_exec: bool,
 }
 
 impl NodeArgs {
@@ -137,6 +153,10 @@ impl NodeArgs {
             cores: self.cores,
             bootstrap_expect: self.bootstrap_expect,
             cluster_id: self.cluster_id.clone(),
+            tls_dir: self.tls_dir.clone(),
+            insecure: self.insecure.then_some(true),
+            bootstrap_token: self.bootstrap_token.clone(),
+            no_exec: self.no_exec.then_some(true),
             gossip: Default::default(),
         }
     }

@@ -3,7 +3,7 @@
 use std::{io::Write, process::ExitCode, time::Duration};
 
 use clap::{Args, Subcommand};
-use shoal_client::{AdminClient, render};
+use shoal_client::render;
 use shoal_types::meta::parse_tag;
 
 /// The address of the first `shoal dev` manager.
@@ -23,7 +23,7 @@ pub struct StatusArgs {
 }
 
 pub async fn status(args: StatusArgs) -> ExitCode {
-    let client = AdminClient::new(args.addr.clone());
+    let client = super::access::admin(args.addr.clone());
     let Some(every) = args.watch else {
         return match client.status().await {
             Ok(doc) => {
@@ -73,7 +73,7 @@ pub struct EventsArgs {
 }
 
 pub async fn events(args: EventsArgs) -> ExitCode {
-    let client = AdminClient::new(args.addr.clone());
+    let client = super::access::admin(args.addr.clone());
     let follow = client.follow_events(|event| {
         if args.json {
             println!("{event}");
@@ -143,8 +143,10 @@ enum TagAction {
 
 pub async fn tag(args: TagArgs) -> ExitCode {
     let result = match &args.action {
-        TagAction::Set { tag: (k, v), addr } => AdminClient::new(addr.clone()).set_tag(k, v).await,
-        TagAction::Rm { key, addr } => AdminClient::new(addr.clone()).remove_tag(key).await,
+        TagAction::Set { tag: (k, v), addr } => {
+            super::access::admin(addr.clone()).set_tag(k, v).await
+        }
+        TagAction::Rm { key, addr } => super::access::admin(addr.clone()).remove_tag(key).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

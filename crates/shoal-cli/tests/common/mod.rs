@@ -15,8 +15,22 @@ use shoal_types::{MemberState, status::StatusDoc};
 
 pub const KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 
+/// The binary, with none of the caller's security settings leaking in (the CLI would
+/// otherwise pick up a CA or token from the environment).
 pub fn shoal() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_shoal"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    for var in [
+        "SHOAL_CA",
+        "SHOAL_TOKEN",
+        "SHOAL_CERT",
+        "SHOAL_CERT_KEY",
+        "SHOAL_TLS_DIR",
+        "SHOAL_INSECURE",
+        "SHOAL_BOOTSTRAP_TOKEN",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
 }
 
 /// One running `shoal node`; killed when dropped.
@@ -111,6 +125,10 @@ pub fn start_node_with(
     if !seeds.is_empty() {
         let s: Vec<String> = seeds.iter().map(|a| a.to_string()).collect();
         cmd.args(["--seeds", &s.join(",")]);
+    }
+    // Functional tests run plaintext on purpose; tests/secure.rs gives --tls-dir.
+    if !extra.contains(&"--tls-dir") {
+        cmd.arg("--insecure");
     }
     if let Some(k) = key {
         cmd.env("SHOAL_CLUSTER_KEY", k);

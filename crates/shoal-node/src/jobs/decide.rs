@@ -419,8 +419,15 @@ pub fn demand(
 ) -> Demand {
     let wf = &spec.workflows[w];
     let mut constraints = wf.constraints.clone();
-    if let Work::Custom { kind, .. } = &wf.work {
-        constraints.insert(kind_tag(kind), "yes".into());
+    match &wf.work {
+        Work::Custom { kind, .. } => {
+            constraints.insert(kind_tag(kind), "yes".into());
+        }
+        // Workers started with --no-exec do not advertise `kind.exec`.
+        Work::Exec { .. } => {
+            constraints.insert(kind_tag("exec"), "yes".into());
+        }
+        _ => {}
     }
     let strategy = spec
         .strategy

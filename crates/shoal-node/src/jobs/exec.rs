@@ -38,7 +38,7 @@ impl Ended {
         }
     }
 
-    fn failed(error: impl Into<String>) -> Self {
+    pub(crate) fn failed(error: impl Into<String>) -> Self {
         Self {
             outcome: Outcome::Failed,
             exit_code: None,

@@ -85,6 +85,8 @@ type DcClient = (Vec<String>, Arc<JobsClient>);
 pub struct Gate {
     replica: Replica,
     membership: MembershipHandle,
+    /// How the gate reaches the datacenters' managers.
+    creds: shoal_security::Credentials,
     /// Per DC: the manager addresses a client was made for, and the client.
     clients: Mutex<HashMap<String, DcClient>>,
     unhealthy: Mutex<HashMap<String, u32>>,
@@ -107,10 +109,21 @@ fn call_status(e: CallError) -> Status {
 }
 
 impl Gate {
-    pub fn new(replica: Replica, membership: MembershipHandle, tasks: &Tasks) -> Arc<Self> {
+    pub fn new(
+        replica: Replica,
+        membership: MembershipHandle,
+        transport: shoal_security::Transport,
+        tasks: &Tasks,
+    ) -> Arc<Self> {
         let gate = Arc::new(Self {
             replica,
             membership,
+            // The gate calls the managers as a node (its certificate): it has already
+            // checked the client's permissions itself.
+            creds: shoal_security::Credentials {
+                transport,
+                token: None,
+            },
             clients: Mutex::default(),
             unhealthy: Mutex::default(),
             tasks: tasks.clone(),
@@ -207,7 +220,8 @@ impl Gate {
             deadline: Duration::from_secs(6),
             ..CallOptions::default()
         };
-        let c = Arc::new(JobsClient::new(&managers, options).map_err(call_status)?);
+        let c =
+            Arc::new(JobsClient::connect(&managers, options, &self.creds).map_err(call_status)?);
         clients.insert(dc.to_string(), (managers, c.clone()));
         Ok(c)
     }
@@ -594,6 +608,7 @@ impl Jobs for GateJobs {
         &self,
         r: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let caller = crate::access::Caller::of(&r);
         let r = r.into_inner();
         let super::Submission {
             spec,
@@ -601,7 +616,7 @@ impl Jobs for GateJobs {
             format,
             source,
             id,
-        } = super::Submission::admit(&r)?;
+        } = super::Submission::admit(&r, &caller)?;
         let format_name = format.name();
         let (record, created) = match self.gate.record(&id).await? {
             Some((existing, _)) if existing.spec == r.spec => (existing, false),

@@ -73,13 +73,17 @@ impl JobsManager {
         membership: MembershipHandle,
         dc: String,
         cluster_id: String,
+        transport: shoal_security::Transport,
         tasks: Tasks,
     ) -> Arc<Self> {
         Arc::new(Self {
             replica,
             membership,
             dc,
-            wire: Wire { cluster_id },
+            wire: Wire {
+                cluster_id,
+                transport,
+            },
             default_strategy: Strategy::LeastConnections,
             missing: Mutex::default(),
             sending: Mutex::default(),
@@ -211,6 +215,16 @@ impl JobsManager {
                     shoal_state::jobs::BUILTIN_KINDS.join(", ")
                 )));
             }
+            if matches!(wf.work, Work::Exec { .. })
+                && !workers
+                    .iter()
+                    .any(|w| w.tags.contains_key(&kind_tag("exec")))
+            {
+                return Err(Status::failed_precondition(format!(
+                    "{at}.kind: exec: every live worker in {} runs with --no-exec (runs no commands)",
+                    self.dc
+                )));
+            }
             let key = InstanceKey {
                 job: String::new(),
                 workflow: i.to_string(),
@@ -230,11 +244,7 @@ impl JobsManager {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .map_err(|e| Status::internal(format!("worker address `{addr}`: {e}")))?
-            .connect_timeout(Duration::from_secs(1))
-            .connect_lazy();
-        let c = WorkerClient::new(channel)
+        let c = WorkerClient::new(self.wire.channel(addr)?)
             .max_decoding_message_size(shoal_proto::GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(shoal_proto::GRPC_MESSAGE_BYTES_MAX);
         clients.insert(addr.to_string(), c.clone());

@@ -52,8 +52,9 @@ pub(crate) struct Submission {
 }
 
 impl Submission {
-    /// Checks `r`; the error names the field and the rule, and nothing was written.
-    pub(crate) fn admit(r: &SubmitRequest) -> Result<Self, Status> {
+    /// Checks `r` from `caller`; the error names the field and the rule (or the
+    /// permission a job that runs commands needs), and nothing was written.
+    pub(crate) fn admit(r: &SubmitRequest, caller: &crate::access::Caller) -> Result<Self, Status> {
         if r.spec.len() > SPEC_BYTES_MAX {
             return Err(Status::invalid_argument(format!(
                 "spec: {} bytes, the limit is {SPEC_BYTES_MAX}",
@@ -75,6 +76,15 @@ impl Submission {
         };
         shoal_state::jobs::check_name("id", &id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        for wf in &spec.workflows {
+            if matches!(wf.work, shoal_state::jobs::Work::Exec { .. }) {
+                let what = format!(
+                    "{source}: workflow `{}` runs a command (kind exec), which",
+                    wf.name
+                );
+                caller.require(shoal_types::Perm::Exec, &what)?;
+            }
+        }
         Ok(Self {
             spec,
             placement,
@@ -166,13 +176,25 @@ pub struct HeartbeatReply {
     pub stop: Vec<(InstanceRef, u32)>,
 }
 
-/// Wraps and unwraps internal payloads for one cluster.
+/// Wraps and unwraps internal payloads for one cluster, and opens the channels they
+/// travel on (plaintext or TLS with this node's certificate).
 #[derive(Debug, Clone)]
 pub struct Wire {
     pub cluster_id: String,
+    pub transport: shoal_security::Transport,
 }
 
 impl Wire {
+    /// A lazily connecting channel to another node's `HOST:PORT`.
+    pub fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, Status> {
+        Ok(self
+            .transport
+            .endpoint(addr)
+            .map_err(|e| Status::internal(format!("node address {e}")))?
+            .connect_timeout(std::time::Duration::from_secs(1))
+            .connect_lazy())
+    }
+
     pub fn message<T: Serialize>(&self, v: &T) -> Result<InternalMessage, Status> {
         let payload =
             postcard::to_allocvec(v).map_err(|e| Status::internal(format!("encode: {e}")))?;

@@ -62,6 +62,7 @@ impl Jobs for JobsService {
         r: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
         tracing::trace!("submit in");
+        let caller = crate::access::Caller::of(&r);
         let r = r.into_inner();
         let super::Submission {
             spec,
@@ -69,7 +70,7 @@ impl Jobs for JobsService {
             source,
             id,
             ..
-        } = super::Submission::admit(&r)?;
+        } = super::Submission::admit(&r, &caller)?;
         let source = source.as_str();
         if !placement.datacenters.is_empty() && !placement.datacenters.contains(&self.mgr.dc) {
             return Err(Status::invalid_argument(format!(

@@ -28,7 +28,7 @@ use shoal_proto::v1::{
     worker_server::{Worker, WorkerServer},
 };
 use shoal_state::jobs::{Event, InstanceRef, Outcome};
-use shoal_types::{Fence, FenceGuard, MemberState, Role, backoff::capped_doubling};
+use shoal_types::{Fence, FenceGuard, backoff::capped_doubling};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tonic::{Request, Response, Status, transport::Channel};
 
@@ -113,6 +113,8 @@ pub struct WorkerRuntime {
     me: String,
     dc: String,
     wire: Wire,
+    /// `--no-exec`: orders to run `exec` workflows are refused.
+    no_exec: bool,
     membership: MembershipHandle,
     registry: Registry,
     running: Mutex<HashMap<Key, Running>>,
@@ -138,19 +140,22 @@ impl std::fmt::Debug for WorkerRuntime {
 impl WorkerRuntime {
     /// Starts the runtime and its heartbeat.
     pub fn start(
-        me: String,
-        dc: String,
-        cluster_id: String,
-        cores: u32,
+        config: &shoal_types::NodeConfig,
         membership: MembershipHandle,
         registry: Registry,
+        transport: shoal_security::Transport,
         tasks: &Tasks,
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let cores = config.cores;
         let rt = Arc::new(Self {
-            me,
-            dc,
-            wire: Wire { cluster_id },
+            me: config.id.to_string(),
+            dc: config.dc.clone(),
+            wire: Wire {
+                cluster_id: config.cluster_id.clone(),
+                transport,
+            },
+            no_exec: config.no_exec,
             membership,
             registry,
             running: Mutex::default(),
@@ -249,6 +254,13 @@ impl WorkerRuntime {
 
     async fn attempt(self: Arc<Self>, o: RunOrder, mut stop: watch::Receiver<bool>) {
         let key = (o.instance.clone(), o.attempt);
+        if self.no_exec && matches!(o.work, shoal_state::jobs::Work::Exec { .. }) {
+            // Managers do not place `exec` here (the worker does not advertise it); an
+            // order that says otherwise is refused, never run.
+            let ended = exec::Ended::failed("this worker runs with --no-exec: it runs no commands");
+            self.finish(&key, ended, None).await;
+            return;
+        }
         // Wait in line for the cores (the scheduler never sends an instance needing
         // more cores than this worker has; clamp anyway so nothing waits forever).
         let want = o.cores.clamp(1, self.cores.max(1));
@@ -346,22 +358,7 @@ impl WorkerRuntime {
 
     /// The managers of this DC, the leader first.
     fn managers(&self) -> Vec<String> {
-        let snap = self.membership.snapshot();
-        let leader = crate::status::dc_leaders(&snap)
-            .get(&self.dc)
-            .map(|(id, _)| id.clone());
-        let mut v: Vec<(bool, String)> = snap
-            .members
-            .iter()
-            .filter(|m| {
-                m.role == Some(Role::Manager)
-                    && m.dc.as_deref() == Some(self.dc.as_str())
-                    && matches!(m.state, MemberState::Alive | MemberState::Suspect)
-            })
-            .map(|m| (leader.as_deref() != Some(m.id.as_str()), m.addr.clone()))
-            .collect();
-        v.sort();
-        v.into_iter().map(|(_, a)| a).collect()
+        crate::status::dc_managers(&self.membership.snapshot(), &self.dc)
     }
 
     fn client(&self, addr: &str) -> Result<WorkerReportsClient<Channel>, Status> {
@@ -369,11 +366,7 @@ impl WorkerRuntime {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .map_err(|e| Status::internal(format!("manager address `{addr}`: {e}")))?
-            .connect_timeout(Duration::from_secs(1))
-            .connect_lazy();
-        let c = WorkerReportsClient::new(channel);
+        let c = WorkerReportsClient::new(self.wire.channel(addr)?);
         channels.insert(addr.to_string(), c.clone());
         Ok(c)
     }

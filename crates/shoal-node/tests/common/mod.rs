@@ -18,6 +18,8 @@ pub fn config(
         role: Some(role.into()),
         listen: Some("127.0.0.1:0".into()),
         profile: Some("local".into()),
+        // Functional tests run plaintext; tests/secure.rs runs with TLS and tokens.
+        insecure: Some(true),
         seeds: Some(seeds),
         data_dir: Some(dir.join(id)),
         bootstrap_expect: (role == "manager").then_some(1),

@@ -10,6 +10,7 @@ use shoal_proto::{
     GRPC_MESSAGE_BYTES_MAX,
     v1::{RaftMessage, raft_client::RaftClient},
 };
+use shoal_security::Transport;
 use tonic::{Request, Response, Status, transport::Channel};
 
 use super::{Identity, encode, server::ProposeOutcome};
@@ -24,6 +25,7 @@ use crate::group::{
 pub struct Forwarder {
     me: Identity,
     timeout: Duration,
+    transport: Transport,
     channels: Arc<Mutex<std::collections::HashMap<String, RaftClient<Channel>>>>,
 }
 
@@ -35,10 +37,11 @@ impl std::fmt::Debug for Forwarder {
 
 impl Forwarder {
     /// `timeout` bounds each forwarded call.
-    pub fn new(me: Identity, timeout: Duration) -> Self {
+    pub fn new(me: Identity, timeout: Duration, transport: Transport) -> Self {
         Self {
             me,
             timeout,
+            transport,
             channels: Arc::default(),
         }
     }
@@ -48,7 +51,9 @@ impl Forwarder {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Channel::from_shared(format!("http://{addr}"))
+        let channel = self
+            .transport
+            .endpoint(addr)
             .map_err(|e| GroupError::Fatal(format!("leader address `{addr}`: {e}")))?
             .connect_timeout(Duration::from_millis(500))
             .connect_lazy();

@@ -23,6 +23,7 @@ use shoal_proto::{
     GRPC_MESSAGE_BYTES_MAX,
     v1::{RaftMessage, SnapshotChunk, raft_client::RaftClient},
 };
+use shoal_security::Transport;
 use shoal_types::breaker::{BreakerConfig, BreakerState};
 use tonic::{Request, Response, Status, transport::Channel};
 
@@ -53,6 +54,8 @@ pub struct GrpcNetwork {
     /// is dropped when one goes unanswered this long (see [`GrpcNetwork::new`]).
     keepalive: Duration,
     breakers: Breakers,
+    /// Plaintext or TLS with this node's certificate.
+    transport: Transport,
 }
 
 /// The breakers of one node's peers, by Raft id: for status, metrics and /v1/quorum.
@@ -87,12 +90,13 @@ impl GrpcNetwork {
     /// few seconds' cut), and calls queue behind it after the heal; with them, the dead
     /// connection is dropped during the cut and the first call after the heal opens a
     /// fresh one. A connection attempt gets the same window.
-    pub fn new(me: Identity, timing: &crate::group::RaftTiming) -> Self {
+    pub fn new(me: Identity, timing: &crate::group::RaftTiming, transport: Transport) -> Self {
         Self {
             me,
             breaker: peer_breaker(timing),
             keepalive: Duration::from_millis(timing.election_min_ms),
             breakers: Breakers::default(),
+            transport,
         }
     }
 
@@ -311,7 +315,10 @@ impl RaftNetworkFactory<C> for GrpcNetwork {
     type Network = GrpcPeer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> GrpcPeer {
-        let client = Channel::from_shared(format!("http://{}", node.addr))
+        let client = self
+            .transport
+            .endpoint(&node.addr)
+            .map_err(|e| tracing::warn!(peer = target, error = %e, "bad peer address"))
             .ok()
             .map(|e| {
                 // A connection attempt whose SYN a partition dropped is given up after
