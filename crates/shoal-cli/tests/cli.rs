@@ -3,7 +3,6 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
     process::Stdio,
     sync::mpsc,
     time::{Duration, Instant},
@@ -12,33 +11,6 @@ use std::{
 use common::*;
 
 const LONG: Duration = Duration::from_secs(20);
-
-/// Reads a child's stdout lines on a thread, so tests can wait with a deadline.
-fn line_reader(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn expect_line(rx: &mpsc::Receiver<String>, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + LONG;
-    let mut seen = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match rx.recv_timeout(left) {
-            Ok(line) if pred(&line) => return line,
-            Ok(line) => seen.push(line),
-            Err(_) => break,
-        }
-    }
-    panic!("no line with {what}; saw {seen:#?}");
-}
 
 /// Starts `shoal dev` with the given counts on a base port unlikely to be in use (the
 /// dev command refuses busy ports up front); returns the child and its stdout lines.
