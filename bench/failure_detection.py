@@ -109,7 +109,8 @@ class Shoal(Cluster):
         d = os.path.join(self.work, self.node_id(i))
         os.makedirs(d, exist_ok=True)
         args = [SHOAL, "node", "--role", "worker", "--id", self.node_id(i),
-                "--listen", f"127.0.0.1:{self.port(i)}", "--profile", "local", "--data-dir", d]
+                "--listen", f"127.0.0.1:{self.port(i)}", "--profile", "local", "--data-dir", d,
+                "--insecure"]
         if i != 0:
             args += ["--seeds", f"127.0.0.1:{self.port(0)}"]
         out = open(os.path.join(d, "node.log"), "ab")

@@ -65,6 +65,10 @@ async fn main() {
         profile: Some("local".into()),
         data_dir: Some(std::env::temp_dir().join(format!("shoal-{id}"))),
         cluster_key: std::env::var("SHOAL_CLUSTER_KEY").ok(),
+        // Next to `shoal dev`: its CA directory (with this worker's certificate, from
+        // `shoal certs issue --dir .shoal/dev/tls --node ID`), or SHOAL_INSECURE=1.
+        tls_dir: std::env::var_os("SHOAL_TLS_DIR").map(Into::into),
+        insecure: std::env::var_os("SHOAL_INSECURE").map(|_| true),
         ..PartialConfig::default()
     };
     let config = match NodeConfig::resolve(layer) {

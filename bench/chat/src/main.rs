@@ -51,6 +51,7 @@ async fn main() {
     let dir = std::env::temp_dir().join(format!("shoal-chat-bench-{}", std::process::id()));
     let _dev = tokio::process::Command::new(shoal_bin())
         .args(["dev", "--managers", "3", "--gates", "0", "--workers", "0"])
+        .arg("--insecure")
         .args(["--base-port", &port.to_string()])
         .arg("--data-dir")
         .arg(&dir)

@@ -70,6 +70,9 @@ async fn main() {
     let dir = std::env::temp_dir().join(format!("shoal-jobs-bench-{}", std::process::id()));
     let mut dev = tokio::process::Command::new(shoal_bin())
         .args(["dev", "--managers", "3", "--gates", "0", "--workers", "2"])
+        // Plaintext, as the peers (Dask, Ray) run here; the cost of TLS is measured by
+        // the KV benchmark.
+        .arg("--insecure")
         .args(["--base-port", &port.to_string()])
         .arg("--data-dir")
         .arg(&dir)
@@ -239,6 +242,7 @@ async fn redispatch_trials(
         let listen = format!("127.0.0.1:{}", port + 100 + 2 * t as u16);
         let mut victim = tokio::process::Command::new(shoal_bin())
             .args(["node", "--role", "worker", "--id", &id, "--listen", &listen])
+            .arg("--insecure")
             .args([
                 "--profile",
                 "local",

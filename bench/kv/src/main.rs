@@ -3,6 +3,7 @@
 //! ```text
 //! shoal-kv-bench failover   --trials 50            # kill -9 leader -> first acked write
 //! shoal-kv-bench throughput --clients 1,64,256 --secs 10
+//! shoal-kv-bench security   --clients 1,64 --secs 10   # the cost of TLS, both systems
 //! ```
 //! Both systems run 3 replicas on 127.0.0.1 with fsync on, each in a fresh temp dir.
 //! Failover trials alternate between the systems (shoal at its `local` profile, etcd at
@@ -16,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shoal_client::{AdminClient, KvClient, KvOptions};
+use shoal_client::{AdminClient, Credentials, KvClient, KvOptions};
 
 const VALUE_BYTES: usize = 256;
 
@@ -41,18 +42,102 @@ fn shoal_bin() -> PathBuf {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum System {
-    Shoal,
-    /// etcd with (heartbeat ms, election timeout ms).
-    Etcd(u64, u64),
+    /// shoal; with `tls`: mutual TLS between the nodes, TLS + a bearer token from the
+    /// client. Without: `--insecure`.
+    Shoal { tls: bool },
+    /// etcd with (heartbeat ms, election timeout ms); with `tls`: client and peer TLS,
+    /// both with certificate authentication.
+    Etcd(u64, u64, bool),
 }
+
+const SHOAL: System = System::Shoal { tls: false };
+const ETCD: System = System::Etcd(100, 1000, false);
 
 impl System {
     fn label(self) -> String {
         match self {
-            System::Shoal => "shoal (local: hb 50 ms, election 220-300 ms)".into(),
-            System::Etcd(h, e) => format!("etcd 3.4 (hb {h} ms, election {e}-{} ms)", 2 * e),
+            System::Shoal { tls: false } => "shoal (local: hb 50 ms, election 220-300 ms)".into(),
+            System::Shoal { tls: true } => "shoal, mTLS + token (local profile)".into(),
+            System::Etcd(h, e, false) => {
+                format!("etcd 3.4 (hb {h} ms, election {e}-{} ms)", 2 * e)
+            }
+            System::Etcd(h, e, true) => {
+                format!("etcd 3.4, client + peer TLS (hb {h} ms, election {e}-{} ms)", 2 * e)
+            }
         }
     }
+
+    fn tls(self) -> bool {
+        matches!(self, System::Shoal { tls: true } | System::Etcd(_, _, true))
+    }
+}
+
+/// Certificates for every run's TLS clusters, made once with `shoal certs`: node
+/// certificates m0-m2 (shoal) and e0-e2 (etcd, server and peer), a client certificate
+/// for the etcd client, and the admin token for shoal's.
+struct Certs {
+    dir: PathBuf,
+    token: String,
+}
+
+fn certs() -> &'static Certs {
+    static CERTS: std::sync::OnceLock<Certs> = std::sync::OnceLock::new();
+    CERTS.get_or_init(|| {
+        let dir = temp_dir("certs").join("tls");
+        let shoal = |args: &[&str]| {
+            let out = Command::new(shoal_bin())
+                .args(args)
+                .output()
+                .expect("run shoal certs");
+            assert!(out.status.success(), "shoal {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let d = dir.to_str().expect("utf-8 temp dir").to_string();
+        shoal(&["certs", "init", "--dir", &d]);
+        for id in ["m0", "m1", "m2", "e0", "e1", "e2"] {
+            shoal(&["certs", "issue", "--dir", &d, "--node", id]);
+        }
+        shoal(&["certs", "issue", "--dir", &d, "--client", "bench", "--perms", "write"]);
+        let token = std::fs::read_to_string(dir.join("admin.token"))
+            .expect("admin token")
+            .trim()
+            .to_string();
+        Certs { dir, token }
+    })
+}
+
+fn shoal_creds(system: System) -> Credentials {
+    if !system.tls() {
+        return Credentials::insecure();
+    }
+    let c = certs();
+    let files = shoal_security::TlsFiles {
+        ca: c.dir.join("ca.pem"),
+        own: None,
+    };
+    Credentials {
+        transport: shoal_security::Transport::Tls(
+            shoal_security::Tls::load(&files).expect("load the CA"),
+        ),
+        token: Some(c.token.clone()),
+    }
+}
+
+fn etcd_options(system: System) -> etcd_client::ConnectOptions {
+    let opts = etcd_client::ConnectOptions::new();
+    if !system.tls() {
+        return opts;
+    }
+    let c = certs();
+    let read = |f: &str| std::fs::read_to_string(c.dir.join(f)).expect("certificate file");
+    opts.with_tls(
+        etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read("ca.pem")))
+            .identity(etcd_client::Identity::from_pem(
+                read("bench.pem"),
+                read("bench-key.pem"),
+            ))
+            .domain_name("localhost"),
+    )
 }
 
 struct Cluster {
@@ -74,8 +159,8 @@ fn temp_dir(tag: &str) -> PathBuf {
 impl Cluster {
     fn new(system: System, base: u16) -> Self {
         let tag = match system {
-            System::Shoal => "shoal".to_string(),
-            System::Etcd(h, e) => format!("etcd-{h}-{e}"),
+            System::Shoal { tls } => format!("shoal-{tls}"),
+            System::Etcd(h, e, tls) => format!("etcd-{h}-{e}-{tls}"),
         };
         let endpoints = (0..3)
             .map(|i| format!("127.0.0.1:{}", base + 10 * i))
@@ -97,11 +182,17 @@ impl Cluster {
         let port = self.base + 10 * i as u16;
         let data = self.dir.join(format!("n{i}"));
         let mut cmd = match self.system {
-            System::Shoal => {
+            System::Shoal { tls } => {
                 let mut cmd = Command::new(shoal_bin());
                 let seeds: Vec<String> = self.endpoints.clone();
                 cmd.args(["node", "--role", "manager", "--profile", "local"])
-                    .args(["--id", &format!("m{i}")])
+                    .args(["--id", &format!("m{i}")]);
+                if tls {
+                    cmd.arg("--tls-dir").arg(&certs().dir);
+                } else {
+                    cmd.arg("--insecure");
+                }
+                cmd
                     .args(["--listen", &format!("127.0.0.1:{port}")])
                     .args(["--seeds", &seeds.join(",")])
                     .args(["--bootstrap-expect", "3"])
@@ -113,17 +204,18 @@ impl Cluster {
                     );
                 cmd
             }
-            System::Etcd(h, e) => {
-                let peer = |j: u16| format!("http://127.0.0.1:{}", self.base + 10 * j + 1);
+            System::Etcd(h, e, tls) => {
+                let scheme = if tls { "https" } else { "http" };
+                let peer = |j: u16| format!("{scheme}://127.0.0.1:{}", self.base + 10 * j + 1);
                 let initial: Vec<String> = (0..3).map(|j| format!("e{j}={}", peer(j))).collect();
                 let mut cmd = Command::new("etcd");
                 cmd.args(["--name", &format!("e{i}")])
                     .arg("--data-dir")
                     .arg(&data)
-                    .args(["--listen-client-urls", &format!("http://127.0.0.1:{port}")])
+                    .args(["--listen-client-urls", &format!("{scheme}://127.0.0.1:{port}")])
                     .args([
                         "--advertise-client-urls",
-                        &format!("http://127.0.0.1:{port}"),
+                        &format!("{scheme}://127.0.0.1:{port}"),
                     ])
                     .args(["--listen-peer-urls", &peer(i as u16)])
                     .args(["--initial-advertise-peer-urls", &peer(i as u16)])
@@ -132,6 +224,25 @@ impl Cluster {
                     .args(["--heartbeat-interval", &h.to_string()])
                     .args(["--election-timeout", &e.to_string()])
                     .args(["--log-level", "error"]);
+                if tls {
+                    let d = &certs().dir;
+                    let f = |name: &str| d.join(name);
+                    let (cert, key) = (f(&format!("e{i}.pem")), f(&format!("e{i}-key.pem")));
+                    cmd.arg("--client-cert-auth")
+                        .arg("--trusted-ca-file")
+                        .arg(f("ca.pem"))
+                        .arg("--cert-file")
+                        .arg(&cert)
+                        .arg("--key-file")
+                        .arg(&key)
+                        .arg("--peer-client-cert-auth")
+                        .arg("--peer-trusted-ca-file")
+                        .arg(f("ca.pem"))
+                        .arg("--peer-cert-file")
+                        .arg(&cert)
+                        .arg("--peer-key-file")
+                        .arg(&key);
+                }
                 cmd
             }
         };
@@ -163,15 +274,16 @@ impl Cluster {
                 continue;
             }
             let is_leader = match self.system {
-                System::Shoal => AdminClient::new(ep.clone())
+                System::Shoal { .. } => AdminClient::new(ep.clone())
                     .with_timeout(Duration::from_millis(300))
+                    .with_credentials(shoal_creds(self.system))
                     .status()
                     .await
                     .ok()
                     .and_then(|d| d.raft)
                     .is_some_and(|r| r["role"] == "leader"),
                 System::Etcd(..) => {
-                    let opts = etcd_client::ConnectOptions::new()
+                    let opts = etcd_options(self.system)
                         .with_connect_timeout(Duration::from_millis(300))
                         .with_timeout(Duration::from_millis(300));
                     match etcd_client::Client::connect([ep.as_str()], Some(opts)).await {
@@ -239,16 +351,17 @@ enum Writer {
 impl Writer {
     async fn new(system: System, endpoints: &[String]) -> Writer {
         match system {
-            System::Shoal => {
+            System::Shoal { .. } => {
                 let options = KvOptions {
                     attempt_timeout: Duration::from_millis(100),
                     deadline: Duration::from_millis(100),
                     retry_pause: Duration::from_millis(5),
                 };
-                Writer::Shoal(KvClient::new(endpoints, options).expect("shoal client"))
+                let creds = shoal_creds(system);
+                Writer::Shoal(KvClient::connect(endpoints, options, &creds).expect("shoal client"))
             }
             System::Etcd(..) => loop {
-                let opts = etcd_client::ConnectOptions::new()
+                let opts = etcd_options(system)
                     .with_connect_timeout(Duration::from_millis(500))
                     .with_timeout(Duration::from_millis(1000));
                 match etcd_client::Client::connect(endpoints, Some(opts)).await {
@@ -299,15 +412,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn failover(trials: usize) {
     // `--only shoal` (or `etcd`) for a quick look at one system.
     let only = arg("--only");
-    let systems: Vec<System> = [
-        System::Shoal,
-        System::Etcd(100, 1000),
-        System::Etcd(50, 250),
-    ]
+    let systems: Vec<System> = [SHOAL, ETCD, System::Etcd(50, 250, false)]
     .into_iter()
     .filter(|s| match (only.as_deref(), s) {
         (None, _) => true,
-        (Some("shoal"), System::Shoal) => true,
+        (Some("shoal"), System::Shoal { .. }) => true,
         (Some("etcd"), System::Etcd(..)) => true,
         _ => false,
     })
@@ -469,17 +578,16 @@ async fn drive_op(system: System, op: Op, endpoint: &str, n: usize, secs: u64) -
     (rate, percentile(&all, 0.5), percentile(&all, 0.99))
 }
 
-async fn throughput(clients: &[usize], secs: u64) {
-    let systems = [System::Shoal, System::Etcd(100, 1000)];
+async fn throughput(clients: &[usize], secs: u64, systems: &[System]) {
     // The 1-client target's units, measured here and now: the disk's fdatasync and
     // the client's gRPC round trip to a shoal server (a read answered from memory).
     let dir = temp_dir("disk");
     let fsync = fdatasync_p50(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     let rtt = {
-        let c = Cluster::new(System::Shoal, 24500);
+        let c = Cluster::new(SHOAL, 24500);
         let leader = c.healthy().await;
-        drive_op(System::Shoal, Op::LocalRead, &c.endpoints[leader], 1, 2)
+        drive_op(SHOAL, Op::LocalRead, &c.endpoints[leader], 1, 2)
             .await
             .1
     };
@@ -526,6 +634,8 @@ async fn throughput(clients: &[usize], secs: u64) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // One rustls provider for the process (etcd-client's tonic would find none).
+    shoal_security::install_crypto_provider();
     let what = std::env::args().nth(1).unwrap_or_default();
     match what.as_str() {
         "failover" => {
@@ -539,13 +649,30 @@ async fn main() {
                 .map(|c| c.parse().expect("--clients N,M,…"))
                 .collect();
             let secs = arg("--secs").map_or(10, |s| s.parse().expect("--secs N"));
-            throughput(&clients, secs).await;
+            throughput(&clients, secs, &[SHOAL, ETCD]).await;
+        }
+        "security" => {
+            // The cost of security, side by side: shoal with mTLS + token, shoal
+            // plaintext, etcd with client and peer TLS, etcd plaintext.
+            let clients: Vec<usize> = arg("--clients")
+                .unwrap_or_else(|| "1,64".into())
+                .split(',')
+                .map(|c| c.parse().expect("--clients N,M,…"))
+                .collect();
+            let secs = arg("--secs").map_or(10, |s| s.parse().expect("--secs N"));
+            let systems = [
+                System::Shoal { tls: true },
+                SHOAL,
+                System::Etcd(100, 1000, true),
+                ETCD,
+            ];
+            throughput(&clients, secs, &systems).await;
         }
         "drive" => {
             // Load on a cluster someone else started (profiling): --endpoint the leader.
             let system = match arg("--system").as_deref() {
-                Some("etcd") => System::Etcd(100, 1000),
-                _ => System::Shoal,
+                Some("etcd") => ETCD,
+                _ => SHOAL,
             };
             let endpoint = arg("--endpoint").expect("--endpoint HOST:PORT");
             let n = arg("--clients").map_or(1, |c| c.parse().expect("--clients N"));
@@ -559,7 +686,7 @@ async fn main() {
         }
         _ => {
             eprintln!(
-                "usage: shoal-kv-bench failover [--trials N] [--only shoal|etcd] | throughput [--clients 1,64,256] [--secs N] [--shoal PATH] | drive --endpoint A [--system shoal|etcd] [--op put|local-read] [--clients N] [--secs N]"
+                "usage: shoal-kv-bench failover [--trials N] [--only shoal|etcd] | throughput [--clients 1,64,256] [--secs N] [--shoal PATH] | security [--clients 1,64] [--secs N] | drive --endpoint A [--system shoal|etcd] [--op put|local-read] [--clients N] [--secs N]"
             );
             std::process::exit(2);
         }

@@ -159,7 +159,7 @@ instances = 4
 [[workflows]]
 name = "count"
 kind = "exec"
-args = { command = "sh", args = ["-c", "echo ::progress 1/2; echo counted; echo ::progress 2/2"] }
+args = { command = "sh", args = ["-c", "echo ::progress 1/2; echo counted; echo shoal-vars=$(env | grep -c ^SHOAL_); echo ::progress 2/2"] }
 instances = 2
 after = ["hello"]
 "#,
@@ -196,6 +196,8 @@ after = ["hello"]
     assert!(logs.status.success(), "{}", stderr(&logs));
     let text = String::from_utf8_lossy(&logs.stdout);
     assert!(text.contains("counted"), "{text}");
+    // The worker runs with SHOAL_CLUSTER_KEY set; its commands see none of it.
+    assert!(text.contains("shoal-vars=0"), "{text}");
     assert!(
         !text.contains("hello from shoal"),
         "only the asked instance: {text}"

@@ -15,7 +15,7 @@ use std::{
 };
 
 use shoal_state::jobs::{OUTPUT_TAIL_BYTES, Outcome, Work};
-use tokio::{io::AsyncBufReadExt, sync::watch};
+use tokio::sync::watch;
 
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +84,8 @@ pub trait CustomWork: Send + Sync + 'static {
 #[derive(Clone, Default)]
 pub struct Registry {
     kinds: BTreeMap<String, Arc<dyn CustomWork>>,
+    /// Where the worker records its `exec` process groups (set by the worker).
+    pub(crate) groups: Option<Arc<super::children::GroupRecords>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -224,7 +226,15 @@ pub async fn run(
             args,
             env,
             cwd,
-        } => exec(command, args, env, cwd.as_deref(), progress, stop).await,
+        } => {
+            let exec_args = ExecArgs {
+                command,
+                args,
+                env,
+                cwd: cwd.as_deref(),
+            };
+            exec(exec_args, progress, stop, registry.groups.as_ref()).await
+        }
         Work::Custom { kind, args } => {
             let Some(w) = registry.kinds.get(kind) else {
                 return Ended::failed(format!("kind: `{kind}` is not registered on this worker"));
@@ -271,15 +281,29 @@ fn cpu_spin(
     Some(x)
 }
 
+/// What an `exec` workflow runs.
+struct ExecArgs<'a> {
+    command: &'a str,
+    args: &'a [String],
+    env: &'a BTreeMap<String, String>,
+    cwd: Option<&'a str>,
+}
+
 async fn exec(
-    command: &str,
-    args: &[String],
-    env: &BTreeMap<String, String>,
-    cwd: Option<&str>,
+    a: ExecArgs<'_>,
     progress: ProgressFn,
     mut stop: watch::Receiver<bool>,
+    groups: Option<&Arc<super::children::GroupRecords>>,
 ) -> Ended {
+    use super::children::{GroupGuard, kill_group, read_lines, scrub_env};
+    let ExecArgs {
+        command,
+        args,
+        env,
+        cwd,
+    } = a;
     let mut cmd = tokio::process::Command::new(command);
+    scrub_env(&mut cmd);
     cmd.args(args)
         .envs(env)
         .stdin(std::process::Stdio::null())
@@ -296,32 +320,38 @@ async fn exec(
         Err(e) => return Ended::failed(format!("exec: cannot start `{command}`: {e}")),
     };
     let pgid = child.id();
+    // Dropped with the attempt (the worker stops): the whole group dies, not only the
+    // direct child (kill_on_drop).
+    let guard = match groups {
+        Some(g) => g.guard(pgid),
+        None => GroupGuard::unrecorded(pgid),
+    };
     let out = Arc::new(Mutex::new(Tail::default()));
     let err = Arc::new(Mutex::new(Tail::default()));
     let mut readers = Vec::new();
     if let Some(stdout) = child.stdout.take() {
         let (out, progress) = (out.clone(), progress.clone());
         readers.push(tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some((n, m)) = parse_progress(&line) {
+            read_lines(stdout, |line| {
+                if let Some((n, m)) = parse_progress(line) {
                     progress(n, m);
                 }
                 out.lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push_line(&line);
-            }
+                    .push_line(line);
+            })
+            .await;
         }));
     }
     if let Some(stderr) = child.stderr.take() {
         let err = err.clone();
         readers.push(tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            read_lines(stderr, |line| {
                 err.lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push_line(&line);
-            }
+                    .push_line(line);
+            })
+            .await;
         }));
     }
     let (status, was_stopped) = tokio::select! {
@@ -331,6 +361,7 @@ async fn exec(
             (child.wait().await, true)
         }
     };
+    guard.finished();
     // Output still buffered in the pipes is read to the end (bounded: the group is dead
     // or the process exited; a grandchild holding the pipe open gets a short grace).
     for r in readers {
@@ -371,16 +402,6 @@ async fn exec(
         error,
         stdout_tail,
         stderr_tail,
-    }
-}
-
-/// SIGKILL to the process group `pgid` leads (best effort: it may be gone already).
-fn kill_group(pgid: Option<u32>) {
-    let Some(pid) = pgid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) else {
-        return;
-    };
-    if let Err(e) = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL) {
-        tracing::debug!(error = %e, "kill process group");
     }
 }
 
@@ -438,13 +459,15 @@ mod tests {
         assert_eq!(*seen.lock().unwrap(), vec![(1, 2)]);
     }
 
-    #[tokio::test]
-    async fn a_stopped_exec_kills_its_whole_process_group() {
+    /// Starts a shell that starts a 30 s grandchild and waits; returns the attempt's
+    /// task, its stop switch and the grandchild's pid.
+    async fn grandchild_attempt(
+        dir: &std::path::Path,
+        groups: Option<Arc<crate::jobs::children::GroupRecords>>,
+    ) -> (tokio::task::JoinHandle<Ended>, watch::Sender<bool>, i32) {
         let (tx, rx) = watch::channel(false);
-        let dir = std::env::temp_dir().join(format!("shoal-exec-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
         let pidfile = dir.join("child.pid");
-        // The shell starts a grandchild and records its pid, then both wait.
         let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
         let w = Work::Exec {
             command: "sh".into(),
@@ -452,7 +475,10 @@ mod tests {
             env: BTreeMap::new(),
             cwd: None,
         };
-        let reg = Registry::default();
+        let reg = Registry {
+            groups,
+            ..Registry::default()
+        };
         let task = tokio::spawn(async move { run(&w, 1, no_progress(), rx, &reg).await });
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let pid: i32 = loop {
@@ -467,14 +493,11 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        tx.send(true).unwrap();
-        // The shell waits on a 30 s sleep: only killing the group ends it this soon.
-        let e = tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("the stopped attempt ended")
-            .unwrap();
-        assert_eq!(e.outcome, Outcome::Cancelled);
-        // The grandchild is gone too (its /proc entry disappears once reaped by init).
+        (task, tx, pid)
+    }
+
+    /// Waits until `pid` is gone (or a zombie awaiting its reaper).
+    pub(crate) async fn wait_gone(pid: i32, what: &str) {
         let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while proc.exists() {
@@ -486,10 +509,41 @@ mod tests {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "grandchild {pid} survived the stop"
+                "{what}: {pid} survived"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_stopped_exec_kills_its_whole_process_group() {
+        let dir = std::env::temp_dir().join(format!("shoal-exec-{}", std::process::id()));
+        let (task, tx, pid) = grandchild_attempt(&dir, None).await;
+        tx.send(true).unwrap();
+        // The shell waits on a 30 s sleep: only killing the group ends it this soon.
+        let e = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the stopped attempt ended")
+            .unwrap();
+        assert_eq!(e.outcome, Outcome::Cancelled);
+        wait_gone(pid, "the grandchild after a stop").await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A worker that stops drops its attempts: the whole group dies with the attempt,
+    /// not only the direct child, and the record of the group is removed.
+    #[tokio::test]
+    async fn a_dropped_attempt_kills_its_whole_process_group() {
+        let dir = std::env::temp_dir().join(format!("shoal-exec-drop-{}", std::process::id()));
+        let records = crate::jobs::children::GroupRecords::open(&dir).unwrap();
+        let (task, _tx, pid) = grandchild_attempt(&dir, Some(records)).await;
+        let recorded = std::fs::read_dir(dir.join("exec-groups")).unwrap().count();
+        assert_eq!(recorded, 1, "the running group is recorded");
+        task.abort();
+        let _ = task.await;
+        wait_gone(pid, "the grandchild after the attempt was dropped").await;
+        let recorded = std::fs::read_dir(dir.join("exec-groups")).unwrap().count();
+        assert_eq!(recorded, 0, "the record goes with the group");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -19,6 +19,7 @@
 //! Internal messages are postcard payloads in an [`InternalMessage`] that carries the
 //! cluster id (a node of another cluster is refused) and an encoding version.
 
+pub mod children;
 pub mod convert;
 pub mod decide;
 pub mod exec;

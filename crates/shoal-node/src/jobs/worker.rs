@@ -148,6 +148,19 @@ impl WorkerRuntime {
     ) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let cores = config.cores;
+        let mut registry = registry;
+        // What a previous run of this worker left running (it was killed, or the
+        // machine went down) is killed before anything new starts.
+        match super::children::GroupRecords::open(&config.data_dir) {
+            Ok(records) => {
+                let killed = records.kill_leftovers();
+                if killed > 0 {
+                    tracing::warn!(killed, "killed process groups a previous run left");
+                }
+                registry.groups = Some(records);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot record exec process groups"),
+        }
         let rt = Arc::new(Self {
             me: config.id.to_string(),
             dc: config.dc.clone(),
