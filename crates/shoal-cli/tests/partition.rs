@@ -314,3 +314,64 @@ fn followers_cut_off_one_way_catch_up_after_the_heal() {
 fn a_bridged_partition_catches_up_after_the_heal() {
     partition_heals(Cut::Bridge);
 }
+
+/// Two nodes in two network namespaces, each listening on 0.0.0.0: each advertises the
+/// address of its interface toward the other (found from its seed's route), never
+/// 0.0.0.0, and they form one cluster.
+#[test]
+fn nodes_on_0_0_0_0_advertise_their_interface_and_form_one_cluster() {
+    let net = match Net::create(2) {
+        Ok(net) => net,
+        Err(why) => {
+            eprintln!("SKIPPED advertise test: {why}");
+            return;
+        }
+    };
+    let nodes: Vec<Proc> = (1..=2)
+        .map(|i| {
+            let id = format!("a{i}");
+            let other: SocketAddr = (net.addr(3 - i), 9000).into();
+            start_node_with(
+                net.shoal(i),
+                &id,
+                "0.0.0.0:9000",
+                &[other],
+                Some(KEY),
+                tempdir::Dir::new(&format!("adv-{id}")),
+                &[],
+            )
+        })
+        .collect();
+    for p in &nodes {
+        assert!(p.tcp.ip().is_unspecified(), "{} listens on {}", p.id, p.tcp);
+    }
+    let view = |i: usize| {
+        let client = shoal_client::AdminClient::new(format!("{}:9000", net.addr(i)))
+            .with_timeout(Duration::from_millis(800));
+        rt().block_on(client.status()).ok()
+    };
+    wait_for("each sees the other alive", Duration::from_secs(20), || {
+        (1..=2).all(|i| {
+            view(i).is_some_and(|doc| {
+                doc.members
+                    .iter()
+                    .filter(|m| m.state == shoal_types::MemberState::Alive)
+                    .count()
+                    == 2
+            })
+        })
+    });
+    for i in 1..=2 {
+        let doc = view(i).expect("status");
+        for m in &doc.members {
+            let j: usize = m.id[1..].parse().expect("a1 or a2");
+            assert_eq!(
+                m.addr,
+                format!("{}:9000", net.addr(j)),
+                "as a{i} sees {}",
+                m.id
+            );
+        }
+    }
+    drop(nodes);
+}

@@ -32,6 +32,10 @@ pub enum NodeError {
     Consensus(#[from] consensus::ConsensusError),
     #[error("{0}")]
     Access(#[from] crate::access::AccessError),
+    #[error(
+        "listen: {0} is no address others can reach; give --advertise IP:PORT (or a seed, whose route names this node's address)"
+    )]
+    NoAdvertise(SocketAddr),
 }
 
 /// A node that is up: its addresses and a way to stop it. It owns every task it
@@ -39,7 +43,10 @@ pub enum NodeError {
 /// all of them have ended.
 #[derive(Debug)]
 pub struct StartedNode {
+    /// Where the node listens (may be 0.0.0.0).
     pub tcp_addr: SocketAddr,
+    /// Where the others reach it (what it gossips; never 0.0.0.0).
+    pub advertised: SocketAddr,
     pub gossip_addr: SocketAddr,
     pub membership: MembershipHandle,
     tasks: Tasks,
@@ -121,10 +128,13 @@ impl Node {
             );
         }
         let bound = bind(&config)?;
-        let meta = metadata(&config, bound.tcp_addr);
+        let advertised = advertised(&config, bound.tcp_addr).await?;
+        let meta = metadata(&config, advertised);
         let tasks = Tasks::new();
         let (tcp, tcp_addr, gossip_addr) = (bound.tcp, bound.tcp_addr, bound.gossip_addr);
-        let membership = start_membership(&config, meta, bound.transport, &tasks).await?;
+        let gossip_advertised = SocketAddr::new(advertised.ip(), advertised.port() + 1);
+        let membership =
+            start_membership(&config, meta, bound.transport, gossip_advertised, &tasks).await?;
         let consensus = match consensus::start(&config, &access.transport, &tasks).await {
             Ok(c) => c,
             Err(e) => {
@@ -166,6 +176,7 @@ impl Node {
         if let Err(e) = serve(tcp, tcp_addr, app, access.server.clone(), &tasks) {
             let node = StartedNode {
                 tcp_addr,
+                advertised,
                 gossip_addr,
                 membership,
                 tasks,
@@ -176,6 +187,7 @@ impl Node {
         }
         Ok(StartedNode {
             tcp_addr,
+            advertised,
             gossip_addr,
             membership,
             tasks,
@@ -186,8 +198,13 @@ impl Node {
     /// Runs a node until `stop` resolves, then leaves politely.
     pub async fn run(config: NodeConfig, stop: impl Future<Output = ()>) -> Result<(), NodeError> {
         let node = Self::start(config.clone()).await?;
+        let advertise = if node.advertised == node.tcp_addr {
+            String::new()
+        } else {
+            format!(" advertise={}", node.advertised)
+        };
         println!(
-            "shoal node {} ({}, dc {}) listening tcp={} gossip={}",
+            "shoal node {} ({}, dc {}) listening tcp={} gossip={}{advertise}",
             config.id, config.role, config.dc, node.tcp_addr, node.gossip_addr
         );
         stop.await;
@@ -270,15 +287,53 @@ fn metadata(config: &NodeConfig, tcp_addr: SocketAddr) -> NodeMeta {
     }
 }
 
-/// Starts gossip: joins through the seeds that resolve now, and keeps resolving the
-/// others (a task of the node's).
+/// What the others reach this node at: `--advertise`; else the listen address; else
+/// (listening on 0.0.0.0 or ::) the source address of the route to the first seed that
+/// resolves, or of the default route. Never an unspecified address.
+async fn advertised(config: &NodeConfig, bound: SocketAddr) -> Result<SocketAddr, NodeError> {
+    if let Some(a) = config.advertise {
+        return Ok(a);
+    }
+    if !bound.ip().is_unspecified() {
+        return Ok(bound);
+    }
+    let mut targets = Vec::new();
+    for seed in &config.seeds {
+        if let Ok(addrs) = tokio::net::lookup_host(seed.as_str()).await {
+            targets.extend(addrs.filter(|a| a.is_ipv4() == bound.is_ipv4()));
+        }
+    }
+    // No seed: the default route's source (documentation addresses; nothing is sent).
+    targets.push(if bound.is_ipv4() {
+        SocketAddr::from(([192, 0, 2, 1], 9))
+    } else {
+        SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 9))
+    });
+    targets
+        .into_iter()
+        .find_map(|to| route_source(bound, to))
+        .map(|ip| SocketAddr::new(ip, bound.port()))
+        .ok_or(NodeError::NoAdvertise(bound))
+}
+
+/// The local address the kernel would send from to reach `to` (a UDP "connect" only
+/// looks the route up).
+fn route_source(bound: SocketAddr, to: SocketAddr) -> Option<std::net::IpAddr> {
+    let probe = UdpSocket::bind(SocketAddr::new(bound.ip(), 0)).ok()?;
+    probe.connect(to).ok()?;
+    let ip = probe.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+/// Starts gossip as `gossip_addr` (what the others reach it at): joins through the
+/// seeds that resolve now, and keeps resolving the others (a task of the node's).
 async fn start_membership(
     config: &NodeConfig,
     meta: NodeMeta,
     transport: UdpTransport,
+    gossip_addr: SocketAddr,
     tasks: &Tasks,
 ) -> Result<MembershipHandle, NodeError> {
-    let gossip_addr = shoal_membership::Transport::local_addr(&transport);
     if config.cluster_keys.is_empty() {
         tracing::warn!(
             "no cluster key: gossip is unauthenticated; set --cluster-key (`shoal keygen`)"

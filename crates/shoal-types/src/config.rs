@@ -321,6 +321,9 @@ pub struct PartialConfig {
     pub bootstrap_token: Option<String>,
     /// Workers: refuse jobs that run `exec` (commands) altogether.
     pub no_exec: Option<bool>,
+    /// `IP:PORT` the others reach this node at (TCP; gossip on PORT+1), when it is not
+    /// the listen address (a node listening on 0.0.0.0, or behind NAT).
+    pub advertise: Option<String>,
     #[serde(default)]
     pub gossip: PartialTiming,
 }
@@ -343,7 +346,7 @@ impl PartialConfig {
     pub fn merge(mut self, over: &PartialConfig) -> Self {
         layer_fields!(self, over; id, role, listen, seeds, profile, data_dir, cluster_key, dc,
             tags, cores, bootstrap_expect, cluster_id, tls_dir, insecure, bootstrap_token,
-            no_exec);
+            no_exec, advertise);
         self.gossip.merge(&over.gossip);
         self
     }
@@ -375,6 +378,10 @@ pub struct NodeConfig {
     pub security: Security,
     /// Workers: refuse `exec` workflows.
     pub no_exec: bool,
+    /// What the others reach this node at; `None`: the listen address, or, for an
+    /// unspecified one (0.0.0.0), the address of the interface that routes to the
+    /// first seed (found at start).
+    pub advertise: Option<SocketAddr>,
 }
 
 /// How a node secures its port and its calls to the others.
@@ -491,6 +498,10 @@ impl NodeConfig {
                 "is required unless --insecure (make one with `shoal keygen`)",
             ));
         }
+        let advertise = match layer.advertise.as_deref() {
+            None => None,
+            Some(text) => Some(parse_advertise(text)?),
+        };
         let no_exec = layer.no_exec.unwrap_or(false);
         if no_exec && role != Role::Worker {
             return Err(ConfigError::new("no_exec", "is for workers only"));
@@ -512,8 +523,28 @@ impl NodeConfig {
             cluster_id,
             security,
             no_exec,
+            advertise,
         })
     }
+}
+
+fn parse_advertise(text: &str) -> Result<SocketAddr, ConfigError> {
+    let addr: SocketAddr = text
+        .parse()
+        .map_err(|_| ConfigError::new("advertise", format!("`{text}` must be IP:PORT")))?;
+    if addr.ip().is_unspecified() {
+        return Err(ConfigError::new(
+            "advertise",
+            "must be an address others can reach, not 0.0.0.0 or ::",
+        ));
+    }
+    if addr.port() == 0 || addr.port() == u16::MAX {
+        return Err(ConfigError::new(
+            "advertise",
+            "port must be 1..=65534 (gossip uses port + 1)",
+        ));
+    }
+    Ok(addr)
 }
 
 fn resolve_security(
@@ -824,5 +855,16 @@ mod tests {
             ..base()
         });
         assert!(e.contains("no_exec: is for workers only"), "{e}");
+        for (bad, rule) in [
+            ("0.0.0.0:9000", "not 0.0.0.0"),
+            ("10.0.0.1", "must be IP:PORT"),
+            ("10.0.0.1:0", "port must be"),
+        ] {
+            let e = err(PartialConfig {
+                advertise: Some(bad.into()),
+                ..base()
+            });
+            assert!(e.contains("advertise: ") && e.contains(rule), "{bad}: {e}");
+        }
     }
 }

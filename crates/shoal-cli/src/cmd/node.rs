@@ -135,6 +135,11 @@ pub struct NodeArgs {
     /// Workers: refuse jobs that run commands (`exec` workflows) altogether.
     #[arg(long, env = "SHOAL_NO_EXEC")]
     no_exec: bool,
+    /// IP:PORT the other nodes reach this one at (TCP; gossip on PORT+1). Default: the
+    /// listen address; on 0.0.0.0, the address of the interface that routes to the
+    /// first seed.
+    #[arg(long, env = "SHOAL_ADVERTISE")]
+    advertise: Option<String>,
 }
 
 impl NodeArgs {
@@ -157,6 +162,7 @@ impl NodeArgs {
             insecure: self.insecure.then_some(true),
             bootstrap_token: self.bootstrap_token.clone(),
             no_exec: self.no_exec.then_some(true),
+            advertise: self.advertise.clone(),
             gossip: Default::default(),
         }
     }
