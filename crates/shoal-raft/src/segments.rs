@@ -118,7 +118,14 @@ impl Segments {
     /// Opens (creating if needed) the segments in `dir`; `sync: false` skips fsync
     /// (simulation: survives the process dying, not the machine).
     pub fn open(dir: &Path, sync: bool) -> Result<Self, SegmentError> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+            // A new directory's own entry lives in its parent: without this a power
+            // loss can take the directory, and every acknowledged entry in it, away.
+            if sync {
+                sync_parent(dir).map_err(io_err(dir))?;
+            }
+        }
         let mut names: Vec<(u64, PathBuf)> = Vec::new();
         for item in std::fs::read_dir(dir).map_err(io_err(dir))? {
             let path = item.map_err(io_err(dir))?.path();
@@ -377,6 +384,15 @@ impl Segments {
     }
 }
 
+/// fsyncs the directory that holds `path` (a new file's or directory's entry).
+pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    File::open(parent)?.sync_all()
+}
+
 fn remove_file(path: &Path) -> Result<(), SegmentError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -413,7 +429,14 @@ fn load(path: &Path, first: u64, is_last: bool, sync: bool) -> Result<Segment, S
             Err(why) => Some(why),
         };
         if let Some(why) = problem {
-            if !is_last {
+            // Only the last write can be torn: a bad record in an earlier segment, or
+            // one with valid records after it, is damage to acknowledged entries.
+            let later = later_record(&bytes, at, expected);
+            if !is_last || later.is_some() {
+                let why = match later {
+                    Some(next) => format!("{why}; a valid record follows at byte {next}"),
+                    None => why,
+                };
                 return Err(SegmentError::Corrupt {
                     path: path.display().to_string(),
                     offset: at as u64,
@@ -441,6 +464,17 @@ fn load(path: &Path, first: u64, is_last: bool, sync: bool) -> Result<Segment, S
         offsets,
         terms,
         allocated,
+    })
+}
+
+/// The offset of a valid record after a bad one at `bad` (whose index should have
+/// been `expected`): a header after `bad` whose index is a later entry's and whose
+/// checksum holds. Candidates are found by their index field, so the scan is cheap.
+fn later_record(bytes: &[u8], bad: usize, expected: u64) -> Option<usize> {
+    let window = expected..expected.saturating_add(1 << 24);
+    (bad + 1..bytes.len().saturating_sub(HEADER - 1)).find(|&at| {
+        let index = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().expect("8 bytes"));
+        window.contains(&index) && decode_record(&bytes[at..]).is_ok()
     })
 }
 
@@ -503,6 +537,13 @@ fn decode_record(bytes: &[u8]) -> Result<(LogRecord, usize), String> {
         },
         HEADER + len,
     ))
+}
+
+/// CRC-32 of `bytes` (as zlib computes it).
+pub(crate) fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = Crc32::new();
+    c.update(bytes);
+    c.finish()
 }
 
 /// CRC-32 (IEEE 802.3, reflected, as zlib computes it), table-driven.
@@ -612,10 +653,24 @@ mod tests {
         let mut bytes = std::fs::read(&seg).unwrap();
         bytes[HEADER + 3] ^= 0xFF; // payload of entry 1
         std::fs::write(&seg, &bytes).unwrap();
-        // In the last segment that is indistinguishable from a torn write: cut there.
+        // Valid entries 2..=5 follow the bad one: acknowledged entries were damaged,
+        // and opening refuses instead of cutting them away.
+        let err = Segments::open(dir.path(), true).unwrap_err().to_string();
+        assert!(err.contains("00000000000000000001.seg"), "{err}");
+        assert!(
+            err.contains("byte 0") && err.contains("a valid record follows at byte 40"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing was cut");
+        // Damage to the last record alone looks like a torn write: cut there.
+        let mut last_bad = bytes.clone();
+        last_bad[HEADER + 3] ^= 0xFF;
+        last_bad[4 * (HEADER + 16) + HEADER + 3] ^= 0xFF;
+        std::fs::write(&seg, &last_bad).unwrap();
         let s = Segments::open(dir.path(), true).unwrap();
-        assert_eq!(s.last(), None);
-        // Behind a later segment it is corruption.
+        assert_eq!(s.last(), Some((4, 1)));
+        drop(s);
+        // Behind a later segment it is corruption, even at its end.
         std::fs::write(&seg, &bytes).unwrap();
         let mut later = Vec::new();
         encode_record(&mut later, &rec(6, 1, 16));

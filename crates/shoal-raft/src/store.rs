@@ -2,15 +2,19 @@
 //! ([`Segments`]), everything else in one SQLite file.
 //!
 //! ```text
-//!  <name>.db        SQLite, WAL: vote, commit index, purge point, snapshot
-//!  <name>.log/      segments: the entries (one write + fdatasync per batch)
+//!  <name>.db         SQLite, WAL, synchronous=FULL always: vote, purge point, snapshot
+//!  <name>.log/       segments: the entries (one write + fdatasync per batch)
+//!  <name>.committed  the commit index: overwritten in place, never fsynced, checksummed
 //! ```
 //!
 //! A batch of writes ([`DiskLog::write_batch`]) is made durable together: the entries
-//! are synced first, then the SQLite transaction commits (fsynced unless it holds
-//! nothing but the commit index), so a saved commit index or purge point never refers
-//! to entries that are not on disk. A purge deletes segment files only after the new
-//! purge point is durable.
+//! are synced first, then the SQLite transaction commits (fsynced), then the commit
+//! index is written — so a saved commit index or purge point never refers to entries
+//! that are not on disk. A purge deletes segment files only after the new purge point
+//! is durable. Nothing SQLite holds is ever written unsynced: a WAL checkpoint run in
+//! an unsynced commit could copy the vote or purge point into the database without
+//! fsync, and a power loss would then tear it. The commit index needs no durability
+//! (a restarted member learns it again) and lives outside SQLite for that reason.
 //!
 //! Invariants, checked on every mutation and by [`DiskLog::validate`]:
 //! * indexes in the log are contiguous: `first..=last` with no hole;
@@ -74,10 +78,61 @@ pub struct DiskLog {
     segments: Segments,
     /// The purge point (as stored in SQLite).
     purged: Option<(u64, u64)>,
-    /// SQLite's `synchronous` setting outside lazy commits ("FULL", or "OFF" unsynced).
-    synchronous: &'static str,
     /// The SQLite file (`None` in memory).
     path: Option<std::path::PathBuf>,
+    /// SQLite's `synchronous` setting: "FULL", or "OFF" for an unsynced simulation log.
+    synchronous: &'static str,
+    /// Where the commit index is kept: a file beside the database, or memory.
+    committed: CommittedStore,
+}
+
+/// The commit index's home. Written after the entries it covers are synced and never
+/// fsynced itself: after a power loss it holds an older value (harmless), this one,
+/// or a torn record that the checksum rejects (then: unknown, as for a new member).
+#[derive(Debug)]
+enum CommittedStore {
+    File(std::fs::File, std::path::PathBuf),
+    Memory(Option<Vec<u8>>),
+}
+
+impl CommittedStore {
+    /// Record: len u32 LE | crc32 u32 LE | payload.
+    fn save(&mut self, value: &[u8]) -> Result<(), StoreError> {
+        match self {
+            CommittedStore::Memory(v) => {
+                *v = Some(value.to_vec());
+                Ok(())
+            }
+            CommittedStore::File(f, path) => {
+                use std::os::unix::fs::FileExt as _;
+                let mut rec = Vec::with_capacity(8 + value.len());
+                rec.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                rec.extend_from_slice(&crate::segments::crc32(value).to_le_bytes());
+                rec.extend_from_slice(value);
+                f.write_all_at(&rec, 0)
+                    .map_err(|e| StoreError::Batch(format!("{}: {e}", path.display())))
+            }
+        }
+    }
+
+    fn load(&self) -> Option<Vec<u8>> {
+        match self {
+            CommittedStore::Memory(v) => v.clone(),
+            CommittedStore::File(f, _) => {
+                use std::os::unix::fs::FileExt as _;
+                let mut head = [0u8; 8];
+                f.read_exact_at(&mut head, 0).ok()?;
+                let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
+                let crc = u32::from_le_bytes(head[4..].try_into().ok()?);
+                if len > 1024 {
+                    return None;
+                }
+                let mut value = vec![0u8; len];
+                f.read_exact_at(&mut value, 8).ok()?;
+                (crate::segments::crc32(&value) == crc).then_some(value)
+            }
+        }
+    }
 }
 
 const META_VOTE: &str = "vote";
@@ -111,6 +166,7 @@ impl DiskLog {
     }
 
     fn open_file(path: &Path, sync: bool) -> Result<Self, StoreError> {
+        let new = !path.exists();
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let segments = Segments::open(&segments_dir(path), sync)?;
@@ -118,6 +174,29 @@ impl DiskLog {
         // the hot path, do not go through SQLite.
         let mut log = Self::init(conn, segments)?;
         log.path = Some(path.to_path_buf());
+        let committed_path = path.with_extension("committed");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&committed_path)
+            .map_err(|e| StoreError::Batch(format!("{}: {e}", committed_path.display())))?;
+        // A log written before the commit index had its own file keeps it in SQLite.
+        let legacy = meta_in(&log.conn, META_COMMITTED)?;
+        log.committed = CommittedStore::File(file, committed_path);
+        if log.committed.load().is_none()
+            && let Some(old) = legacy
+        {
+            log.committed.save(&old)?;
+        }
+        if new && sync {
+            // The new database file's entry in its directory (and its WAL's) must be
+            // durable before anything in it is acknowledged.
+            crate::segments::sync_parent(path).map_err(|e| {
+                StoreError::Batch(format!("fsync the directory of {}: {e}", path.display()))
+            })?;
+        }
         Ok(log)
     }
 
@@ -141,8 +220,9 @@ impl DiskLog {
             conn,
             segments,
             purged,
-            synchronous: "FULL",
             path: None,
+            synchronous: "FULL",
+            committed: CommittedStore::Memory(None),
         };
         match version {
             0 => log
@@ -224,10 +304,30 @@ impl DiskLog {
     }
 
     fn write_run(&mut self, writes: &[Write]) -> Vec<Result<(), StoreError>> {
-        let entries_only = writes
+        let mut results = self.write_durable(writes);
+        // The commit index last, and only once what it covers is durable.
+        let batch_failed = results
             .iter()
-            .all(|w| matches!(w, Write::Append(_) | Write::TruncateAfter(_)));
-        if entries_only {
+            .any(|r| matches!(r, Err(StoreError::Batch(_))));
+        if !batch_failed {
+            for (w, r) in writes.iter().zip(results.iter_mut()) {
+                if let Write::Committed(c) = w {
+                    *r = self.committed.save(c);
+                }
+            }
+        }
+        results
+    }
+
+    /// Everything of `writes` but the commit index, made durable together.
+    fn write_durable(&mut self, writes: &[Write]) -> Vec<Result<(), StoreError>> {
+        let no_sqlite = writes.iter().all(|w| {
+            matches!(
+                w,
+                Write::Append(_) | Write::TruncateAfter(_) | Write::Committed(_)
+            )
+        });
+        if no_sqlite {
             // The hot path: no SQLite at all, one fdatasync.
             let results: Vec<Result<(), StoreError>> = writes
                 .iter()
@@ -241,26 +341,14 @@ impl DiskLog {
                     .collect(),
             };
         }
-        // Only commit indexes in SQLite: no fsync (see `save_committed`).
-        let lazy = writes.iter().all(|w| {
-            matches!(
-                w,
-                Write::Committed(_) | Write::Append(_) | Write::TruncateAfter(_)
-            )
-        });
         let Self {
             conn,
             segments,
             purged,
-            synchronous,
             ..
         } = self;
-        let synchronous = *synchronous;
-        if lazy && let Err(e) = conn.pragma_update(None, "synchronous", "OFF") {
-            return fail_all(writes, &e);
-        }
         let mut purged_now = *purged;
-        let mut results = {
+        let results = {
             let mut tx = match conn.transaction() {
                 Ok(tx) => tx,
                 Err(e) => return fail_all(writes, &e),
@@ -269,7 +357,7 @@ impl DiskLog {
             let results: Vec<Result<(), StoreError>> = writes
                 .iter()
                 .map(|w| match w {
-                    Write::Append(_) | Write::TruncateAfter(_) => {
+                    Write::Append(_) | Write::TruncateAfter(_) | Write::Committed(_) => {
                         entries_write(segments, purged_now, w)
                     }
                     other => {
@@ -295,10 +383,6 @@ impl DiskLog {
                     .collect(),
             }
         };
-        if lazy && let Err(e) = conn.pragma_update(None, "synchronous", synchronous) {
-            tracing::error!(error = %e, "could not restore synchronous mode");
-            results = fail_all(writes, &e);
-        }
         if results
             .iter()
             .any(|r| matches!(r, Err(StoreError::Batch(_))))
@@ -362,13 +446,20 @@ impl DiskLog {
 
     /// Saves the commit index without waiting for the disk: Raft does not need it to be
     /// durable (a restarted member learns it again), only to not run ahead of the log.
-    /// The next durable write (an append or a vote) makes it durable too.
     pub fn save_committed(&mut self, committed: &[u8]) -> Result<(), StoreError> {
         self.write_one(Write::Committed(committed.to_vec()))
     }
 
     pub fn committed(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        meta_in(&self.conn, META_COMMITTED)
+        Ok(self.committed.load())
+    }
+
+    /// SQLite's `synchronous` setting on the log's connection (2 = FULL); tests check
+    /// that no batch ever lowers it.
+    pub fn sqlite_synchronous(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))?)
     }
 
     /// Replaces the stored snapshot.
@@ -574,7 +665,8 @@ fn apply_meta(
             Ok(moved)
         }
         Write::Vote(v) => set_meta_in(conn, META_VOTE, v).map(|()| None),
-        Write::Committed(c) => set_meta_in(conn, META_COMMITTED, c).map(|()| None),
+        // Kept outside SQLite (see `CommittedStore`).
+        Write::Committed(_) => Ok(None),
     }
 }
 

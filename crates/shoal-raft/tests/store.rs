@@ -76,6 +76,47 @@ fn truncate_and_purge() {
     log.validate().unwrap();
 }
 
+/// The commit index lives in its own unsynced, checksummed file; SQLite (vote, purge
+/// point, snapshot) stays `synchronous=FULL` through every kind of batch, so no WAL
+/// checkpoint ever copies its pages without fsync. A torn commit-index record reads as
+/// unknown, never as a wrong value.
+#[test]
+fn the_commit_index_never_puts_sqlite_in_unsynced_mode() {
+    let dir = TempDir::new("raft-committed").unwrap();
+    let path = dir.path().join("raft.db");
+    {
+        let mut log = DiskLog::open(&path).unwrap();
+        log.append(&[rec(1, 1), rec(2, 1)]).unwrap();
+        log.save_vote(b"vote").unwrap();
+        for i in 0..50u8 {
+            log.save_committed(&[b'c', i]).unwrap();
+        }
+        let sql = rusqlite::Connection::open(&path).unwrap();
+        let mode: i64 = sql
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        drop(sql);
+        // FULL is 2; a fresh connection shows the default, so ask the log's own.
+        assert_eq!(
+            log.sqlite_synchronous().unwrap(),
+            2,
+            "other connection: {mode}"
+        );
+    }
+    let committed = dir.path().join("raft.committed");
+    assert!(committed.is_file());
+    let log = DiskLog::open(&path).unwrap();
+    assert_eq!(log.committed().unwrap().as_deref(), Some(&[b'c', 49][..]));
+    drop(log);
+    // A torn record: the checksum refuses it, and the log opens knowing none.
+    let mut bytes = std::fs::read(&committed).unwrap();
+    bytes[9] ^= 0xFF;
+    std::fs::write(&committed, &bytes).unwrap();
+    let log = DiskLog::open(&path).unwrap();
+    assert_eq!(log.committed().unwrap(), None);
+    assert_eq!(log.vote().unwrap().as_deref(), Some(&b"vote"[..]));
+}
+
 #[test]
 fn everything_survives_reopen() {
     let dir = TempDir::new("raft-reopen").unwrap();
