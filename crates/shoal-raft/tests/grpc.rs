@@ -121,18 +121,45 @@ async fn raft_over_grpc_elects_replicates_and_fails_over() {
         .unwrap();
     // A snapshot stream cut off before its last chunk is refused, not installed (a
     // prefix does not decode, and a failed install would stop this member's Raft).
+    let chunk = |data: usize, done: bool, total_bytes: u64| SnapshotChunk {
+        group: "dc1".into(),
+        cluster_id: "test-cluster".into(),
+        meta: vec![1, 2, 3],
+        data: vec![0; data],
+        done,
+        total_bytes,
+    };
     let cut = stranger
-        .install_snapshot(futures_util::stream::iter([SnapshotChunk {
-            group: "dc1".into(),
-            cluster_id: "test-cluster".into(),
-            meta: vec![1, 2, 3],
-            data: vec![0; 1024],
-            done: false,
-        }]))
+        .install_snapshot(futures_util::stream::iter([chunk(1024, false, 0)]))
         .await
         .unwrap_err();
     assert_eq!(cut.code(), tonic::Code::Aborted, "{cut:?}");
     assert!(cut.message().contains("before its last chunk"), "{cut:?}");
+    // A stream that carries more than it declared is refused mid-stream; so is one
+    // that declares more than the limit. Neither is installed.
+    let over = stranger
+        .install_snapshot(futures_util::stream::iter([
+            chunk(1024, false, 1500),
+            chunk(1024, true, 0),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(over.code(), tonic::Code::ResourceExhausted, "{over:?}");
+    assert!(
+        over.message()
+            .contains("2048 bytes received, more than the 1500"),
+        "{over:?}"
+    );
+    let huge = stranger
+        .install_snapshot(futures_util::stream::iter([chunk(
+            8,
+            true,
+            shoal_types::limits::SNAPSHOT_BYTES_MAX + 1,
+        )]))
+        .await
+        .unwrap_err();
+    assert_eq!(huge.code(), tonic::Code::ResourceExhausted, "{huge:?}");
+    assert!(huge.message().contains("the limit is"), "{huge:?}");
     assert_eq!(members[&first].group.status().role, "leader");
     let refused = stranger
         .vote(RaftMessage {

@@ -17,3 +17,6 @@ pub const GOSSIP_PACKET_BYTES_MAX: usize = 1400;
 pub const GOSSIP_ENVELOPE_BYTES: usize = 33;
 /// Largest awareness multiplier of Lifeguard's local health score.
 pub const AWARENESS_MAX: u32 = 8;
+/// Largest Raft snapshot a replica accepts from a leader, in bytes: a stream that
+/// declares or carries more is refused mid-stream, before it is installed.
+pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 30;

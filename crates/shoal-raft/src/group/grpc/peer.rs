@@ -422,9 +422,11 @@ impl RaftNetworkV2<C> for GrpcPeer {
                 meta: Vec::new(),
                 data: d.to_vec(),
                 done: false,
+                total_bytes: 0,
             })
             .collect();
         chunks[0].meta = head;
+        chunks[0].total_bytes = data.len() as u64;
         if let Some(last) = chunks.last_mut() {
             last.done = true;
         }

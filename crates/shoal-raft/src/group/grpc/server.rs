@@ -12,6 +12,7 @@ use shoal_proto::{
         raft_server::{Raft as RaftRpc, RaftServer},
     },
 };
+use shoal_types::limits::SNAPSHOT_BYTES_MAX;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{C, Identity, decode, encode};
@@ -120,11 +121,28 @@ impl RaftRpc for RaftService {
         let mut head: Option<Vec<u8>> = None;
         let mut data = Vec::new();
         let mut done = false;
+        // The limit: what the first chunk declared (if anything), never above the cap.
+        let mut limit = SNAPSHOT_BYTES_MAX;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             self.me.check(&chunk.cluster_id, &chunk.group)?;
             if head.is_none() {
+                if chunk.total_bytes > SNAPSHOT_BYTES_MAX {
+                    return Err(Status::resource_exhausted(format!(
+                        "snapshot: declares {} bytes, the limit is {SNAPSHOT_BYTES_MAX}; nothing installed",
+                        chunk.total_bytes
+                    )));
+                }
+                if chunk.total_bytes > 0 {
+                    limit = chunk.total_bytes;
+                }
                 head = Some(chunk.meta);
+            }
+            let received = data.len() as u64 + chunk.data.len() as u64;
+            if received > limit {
+                return Err(Status::resource_exhausted(format!(
+                    "snapshot: {received} bytes received, more than the {limit} declared or allowed; nothing installed"
+                )));
             }
             data.extend_from_slice(&chunk.data);
             if chunk.done {
