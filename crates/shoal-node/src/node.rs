@@ -379,7 +379,9 @@ fn guard(
     access: &crate::access::NodeAccess,
 ) -> crate::access::Guard {
     let book = match (consensus, config.role) {
-        (Some(c), shoal_types::Role::Manager) => crate::access::TokenBook::Local(c.replica.clone()),
+        (Some(c), shoal_types::Role::Manager) => {
+            crate::access::TokenBook::Local(Box::new(c.replica.clone()))
+        }
         _ => crate::access::TokenBook::remote(membership.clone(), config.dc.clone(), access),
     };
     crate::access::Guard {

@@ -40,10 +40,10 @@ impl PeerCert {
             return PeerCert::Unrecognised;
         };
         for uri in cert.valid_uri_names() {
-            if let Some(id) = uri.strip_prefix(NODE_URI) {
-                if shoal_types::validate_name(id).is_ok() {
-                    return PeerCert::Node(id.to_string());
-                }
+            if let Some(id) = uri.strip_prefix(NODE_URI)
+                && shoal_types::validate_name(id).is_ok()
+            {
+                return PeerCert::Node(id.to_string());
             }
             if let Some(rest) = uri.strip_prefix(CLIENT_URI) {
                 let Some((name, perms)) = rest.split_once("?perms=") else {

@@ -44,7 +44,7 @@ pub type Found = Option<(String, Perms)>;
 #[derive(Debug, Clone)]
 pub enum TokenBook {
     /// Managers: the replicated table.
-    Local(Replica),
+    Local(Box<Replica>),
     /// Gates and workers: a manager of `dc`, cached.
     Remote(Arc<Remote>),
 }

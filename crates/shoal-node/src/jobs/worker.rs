@@ -52,6 +52,10 @@ const RESULT_PATIENCE: Duration = Duration::from_secs(300);
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most reports in one batch, and roughly most bytes (output tails dominate).
 const REPORT_BATCH_MAX: usize = 1024;
+/// Reports waiting for the reporter at most. Beyond it, an attempt's start or result
+/// waits for room (backpressure), and a progress report is dropped (a later one says
+/// more).
+const REPORTS_QUEUED_MAX: usize = 4096;
 const REPORT_BATCH_BYTES: usize = 1024 * 1024;
 
 type Key = (InstanceRef, u32);
@@ -122,9 +126,11 @@ pub struct WorkerRuntime {
     /// One permit per core; an attempt runs while it holds its cores' permits.
     free_cores: Arc<Semaphore>,
     /// The newest leader term obeyed (orders of one term may come in any order).
-    fences: Mutex<FenceGuard>,
+    fences: Mutex<TermGuard>,
+    /// How long a term no manager has claimed in gossip is obeyed (see `unbacked`).
+    unbacked_grace: Duration,
     channels: Mutex<HashMap<String, WorkerReportsClient<Channel>>>,
-    reports: mpsc::UnboundedSender<Pending>,
+    reports: mpsc::Sender<Pending>,
     /// The node's tasks: the heartbeat, the reporter and every attempt run among them.
     tasks: Tasks,
 }
@@ -146,7 +152,7 @@ impl WorkerRuntime {
         transport: shoal_security::Transport,
         tasks: &Tasks,
     ) -> Arc<Self> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(REPORTS_QUEUED_MAX);
         let cores = config.cores;
         let mut registry = registry;
         // What a previous run of this worker left running (it was killed, or the
@@ -174,7 +180,11 @@ impl WorkerRuntime {
             running: Mutex::default(),
             cores,
             free_cores: Arc::new(Semaphore::new(cores.max(1) as usize)),
-            fences: Mutex::default(),
+            fences: Mutex::new(TermGuard {
+                guard: FenceGuard::default(),
+                adopted: tokio::time::Instant::now(),
+            }),
+            unbacked_grace: unbacked_grace(config.raft.election_max_ms),
             channels: Mutex::default(),
             reports: tx,
             tasks: tasks.clone(),
@@ -217,10 +227,46 @@ impl WorkerRuntime {
         }
     }
 
-    /// Admits an order's fence: refuses a term older than one already obeyed.
+    /// Admits an order's fence: refuses a term older than one already obeyed — unless
+    /// that term was never claimed by any manager in gossip for the grace period (a
+    /// forged or corrupt order must not wedge the worker for good).
     fn admit(&self, fence: Fence) -> Result<(), OrderReply> {
         let mut fences = self.fences.lock().unwrap_or_else(|p| p.into_inner());
+        let before = fences.guard.seen();
+        let stale = match fences.guard.admit_term(fence) {
+            Ok(()) => {
+                if fences.guard.seen() != before {
+                    fences.adopted = tokio::time::Instant::now();
+                }
+                return Ok(());
+            }
+            Err(stale) => stale,
+        };
+        let claimed = crate::status::dc_leaders(&self.membership.snapshot())
+            .get(&self.dc)
+            .map(|(_, term)| *term);
+        let age = fences.adopted.elapsed();
+        if !unbacked(
+            stale.seen.term,
+            age,
+            self.unbacked_grace,
+            claimed,
+            fence.term,
+        ) {
+            return Err(OrderReply::StaleFence {
+                seen_term: stale.seen.term,
+            });
+        }
+        let claimed = claimed.unwrap_or(0);
+        tracing::warn!(
+            seen_term = stale.seen.term,
+            claimed_term = claimed,
+            "obeyed term was never claimed by a manager; following the claimed leader's term"
+        );
+        fences.guard = FenceGuard::default();
+        fences.adopted = tokio::time::Instant::now();
         fences
+            .guard
             .admit_term(fence)
             .map_err(|stale| OrderReply::StaleFence {
                 seen_term: stale.seen.term,
@@ -364,7 +410,7 @@ impl WorkerRuntime {
             }
             if let Some(rt) = rt.upgrade() {
                 // Nobody waits for the answer: a lost one is replaced by the next.
-                rt.queue_report(&key, Event::Progress { done, total }, false, None);
+                rt.queue_progress(&key, done, total);
             }
         })
     }
@@ -384,15 +430,14 @@ impl WorkerRuntime {
         Ok(c)
     }
 
-    /// Queues a report for the reporter task; the receiver gets its answer (None:
-    /// nobody answered, or a result went unrecorded for `RESULT_PATIENCE`).
-    fn queue_report(
-        &self,
+    /// A report for the reporter task, and where its answer arrives (None: nobody
+    /// answered, or a result went unrecorded for `RESULT_PATIENCE`).
+    fn pending(
         key: &Key,
         event: Event,
         persist: bool,
         ran_us: Option<u64>,
-    ) -> oneshot::Receiver<Option<ReportReply>> {
+    ) -> (Pending, oneshot::Receiver<Option<ReportReply>>) {
         let (tx, rx) = oneshot::channel();
         let pending = Pending {
             report: WorkerReport {
@@ -405,9 +450,16 @@ impl WorkerRuntime {
             since: tokio::time::Instant::now(),
             reply: tx,
         };
-        // The reporter lives as long as this runtime: a failed send means shutdown.
-        let _ = self.reports.send(pending);
-        rx
+        (pending, rx)
+    }
+
+    /// Queues a progress report unless the queue is full (then it is dropped: progress
+    /// is advisory, and the next report carries newer numbers).
+    fn queue_progress(&self, key: &Key, done: u64, total: u64) {
+        let (pending, _answer) = Self::pending(key, Event::Progress { done, total }, false, None);
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.reports.try_send(pending) {
+            tracing::debug!(instance = %key.0, "report queue full; progress dropped");
+        }
     }
 
     /// Sends a report with the next batch and waits for its answer. `persist`: keep
@@ -420,10 +472,11 @@ impl WorkerRuntime {
         persist: bool,
         ran_us: Option<u64>,
     ) -> Option<ReportReply> {
-        self.queue_report(key, event, persist, ran_us)
-            .await
-            .ok()
-            .flatten()
+        let (pending, answer) = Self::pending(key, event, persist, ran_us);
+        // Waits for room in the queue; the reporter lives as long as this runtime, so
+        // a failed send means shutdown.
+        self.reports.send(pending).await.ok()?;
+        answer.await.ok().flatten()
     }
 
     /// Offers one batch to the managers (the leader first); the answers in order, or
@@ -513,7 +566,7 @@ async fn publish_load(rt: std::sync::Weak<WorkerRuntime>) {
 /// Sends queued reports: whatever waits (up to a batch) goes as one call, one call at
 /// a time. A batch nobody takes: one-shot reports are answered None, results stay
 /// queued and go again after a pause (doubling to 1 s) until `RESULT_PATIENCE`.
-async fn reporter(rt: std::sync::Weak<WorkerRuntime>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn reporter(rt: std::sync::Weak<WorkerRuntime>, mut rx: mpsc::Receiver<Pending>) {
     let mut queued: Vec<Pending> = Vec::new();
     let mut pause = None;
     loop {
@@ -568,6 +621,35 @@ async fn reporter(rt: std::sync::Weak<WorkerRuntime>, mut rx: mpsc::UnboundedRec
     }
 }
 
+/// The highest order term obeyed, and since when.
+#[derive(Debug)]
+struct TermGuard {
+    guard: FenceGuard,
+    adopted: tokio::time::Instant,
+}
+
+/// How long an obeyed term may go unclaimed in gossip: ten election windows (3 s at
+/// `local`, 20 s at `lan`), far longer than gossip takes to spread a new leader's claim.
+fn unbacked_grace(election_max_ms: u64) -> Duration {
+    Duration::from_millis((10 * election_max_ms).max(2_000))
+}
+
+/// Whether an order of `order_term`, refused because `seen_term` was obeyed `age` ago,
+/// should be taken after all: no manager of the DC has claimed `seen_term` (or any
+/// later term) in gossip for the whole grace period, and the order is not older than
+/// what the managers do claim. A real newer leader's claim reaches gossip long before
+/// the grace runs out, so fencing against deposed leaders holds.
+fn unbacked(
+    seen_term: u64,
+    age: Duration,
+    grace: Duration,
+    claimed: Option<u64>,
+    order_term: u64,
+) -> bool {
+    let claimed = claimed.unwrap_or(0);
+    seen_term > claimed && age >= grace && order_term >= claimed
+}
+
 async fn heartbeats(rt: std::sync::Weak<WorkerRuntime>) {
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -605,5 +687,47 @@ impl Worker for WorkerService {
         let order: StopOrder = self.rt.wire.open(r.get_ref())?;
         let reply = self.rt.stop_order(order);
         Ok(Response::new(self.rt.wire.message(&reply)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: Duration = Duration::from_secs(3);
+
+    /// A forged order with a huge term is obeyed at first, but once no manager has
+    /// claimed that term for the grace period, the real leader's orders are taken
+    /// again; a real newer leader (claimed in gossip) is never overruled, and a
+    /// deposed leader's orders stay refused.
+    #[test]
+    fn an_unclaimed_term_stops_fencing_after_the_grace() {
+        let forged = u64::MAX;
+        assert!(
+            !unbacked(forged, GRACE / 2, GRACE, Some(7), 7),
+            "not before the grace"
+        );
+        assert!(
+            unbacked(forged, GRACE, GRACE, Some(7), 7),
+            "the claimed leader's order"
+        );
+        assert!(
+            !unbacked(forged, GRACE * 10, GRACE, Some(7), 6),
+            "a deposed leader's order"
+        );
+        assert!(
+            !unbacked(8, GRACE * 10, GRACE, Some(8), 7),
+            "term 8 is claimed: fenced"
+        );
+        assert!(
+            !unbacked(8, GRACE * 10, GRACE, Some(9), 7),
+            "a later claim backs it too"
+        );
+        assert!(
+            unbacked(8, GRACE, GRACE, None, 1),
+            "no claim at all: nothing backs it"
+        );
+        assert_eq!(unbacked_grace(300), Duration::from_secs(3));
+        assert_eq!(unbacked_grace(100), Duration::from_secs(2));
     }
 }
