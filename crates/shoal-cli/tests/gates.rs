@@ -93,6 +93,15 @@ impl TwoDcs {
                     .iter()
                     .all(|w| doc.members.iter().any(|m| m.id == *w && m.leader.is_some()))
         });
+        // And every manager must see its DC's worker alive: the leader places only on
+        // workers it sees (gossip reaches each node in its own time).
+        for (managers, worker) in [(&dc1, "w1"), (&dc2, "w2")] {
+            wait_for("the managers see their worker", LONG, || {
+                managers
+                    .iter()
+                    .all(|m| state_of(m, worker) == Some(shoal_types::MemberState::Alive))
+            });
+        }
         Self {
             dc1,
             dc2,

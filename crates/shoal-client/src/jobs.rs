@@ -145,12 +145,34 @@ impl JobsClient {
         workflow: Option<&str>,
         instance: Option<u32>,
     ) -> Result<LogsResponse, CallError> {
+        // The server pages at about 3 MiB of output: follow the pages.
+        let mut all = LogsResponse::default();
+        let mut token = String::new();
+        loop {
+            let page = self.logs_page(id, workflow, instance, &token).await?;
+            all.outputs.extend(page.outputs);
+            if page.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// One page of [`logs`](Self::logs), from `token` (empty: the first).
+    pub async fn logs_page(
+        &self,
+        id: &str,
+        workflow: Option<&str>,
+        instance: Option<u32>,
+        token: &str,
+    ) -> Result<LogsResponse, CallError> {
         self.servers
             .call(|mut c, t| {
                 let mut req = tonic::Request::new(LogsRequest {
                     id: id.into(),
                     workflow: workflow.unwrap_or_default().into(),
                     instance,
+                    page_token: token.to_string(),
                 });
                 req.set_timeout(t);
                 async move { Ok(c.logs(req).await?.into_inner()) }

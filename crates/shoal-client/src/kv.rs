@@ -63,6 +63,9 @@ pub struct Listing {
     pub store_revision: u64,
 }
 
+/// Most keys one `list` returns (the server's own cap).
+pub const LIST_KEYS_MAX: usize = 10_000;
+
 /// A KV client bound to a list of servers.
 pub struct KvClient {
     servers: Servers<RawKv<WholeBody<AuthChannel>>>,
@@ -205,21 +208,48 @@ impl KvClient {
         stale: bool,
         limit: u32,
     ) -> Result<Listing, KvClientError> {
+        // The server ends a page at `limit` keys or at ~3 MiB; follow its pages until
+        // `limit` keys (0: the server's maximum) or the end. Each page is its own read.
+        let want = if limit == 0 {
+            LIST_KEYS_MAX
+        } else {
+            limit as usize
+        };
+        let mut out = Listing {
+            kvs: Vec::new(),
+            more: false,
+            store_revision: 0,
+        };
+        let mut token = String::new();
+        loop {
+            let left = (want - out.kvs.len()) as u32;
+            let page = self.list_page(prefix, stale, left, &token).await?;
+            out.kvs.extend(page.kvs);
+            out.store_revision = page.store_revision;
+            out.more = page.more;
+            if !page.more || out.kvs.len() >= want || page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        stale: bool,
+        limit: u32,
+        token: &str,
+    ) -> Result<shoal_proto::v1::ListResponse, KvClientError> {
         self.call(|mut c, t| {
             let mut req = tonic::Request::new(ListRequest {
                 prefix: prefix.to_string(),
                 stale,
                 limit,
+                page_token: token.to_string(),
             });
             req.set_timeout(t);
-            async move {
-                let r = c.list(req).await?.into_inner();
-                Ok(Listing {
-                    kvs: r.kvs,
-                    more: r.more,
-                    store_revision: r.store_revision,
-                })
-            }
+            async move { Ok(c.list(req).await?.into_inner()) }
         })
         .await
     }

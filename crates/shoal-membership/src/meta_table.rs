@@ -46,15 +46,65 @@ pub fn decode_meta(bytes: &[u8]) -> Result<NodeMeta, MetaError> {
 
 /// The newest metadata heard from each node, and which entries changed since the core
 /// last looked.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MetaTable {
     by_id: HashMap<NodeId, NodeMeta>,
     changed: Vec<NodeId>,
+    /// Versions above this are refused: a version is its node's start time in unix ms
+    /// plus one per update, so one far ahead of the clock is forged or corrupt — and
+    /// kept, it would pin the node's metadata (no real update could be newer).
+    version_ceiling: u64,
+    /// Metadata refused for a version above the ceiling.
+    refused: u64,
 }
 
+impl Default for MetaTable {
+    fn default() -> Self {
+        Self {
+            by_id: HashMap::new(),
+            changed: Vec::new(),
+            version_ceiling: u64::MAX,
+            refused: 0,
+        }
+    }
+}
+
+/// How far ahead of this node's clock a metadata version may be (clock skew between
+/// nodes, and a node's updates counted on top of its start time).
+pub const META_VERSION_AHEAD_MAX_MS: u64 = 24 * 3600 * 1000;
+
 impl MetaTable {
+    /// Sets the highest version accepted from now on.
+    pub fn set_version_ceiling(&mut self, ceiling: u64) {
+        self.version_ceiling = ceiling;
+    }
+
+    /// Metadata refused so far for a version beyond the ceiling.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Forgets a member the cluster has forgotten (its metadata would otherwise stay
+    /// here for as long as the node runs).
+    pub fn forget(&mut self, id: &NodeId) {
+        self.by_id.remove(id);
+    }
+
+    /// How many members' metadata is held.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
     /// Keeps `meta` if it is newer than what we have; true when it was.
     pub fn offer(&mut self, meta: NodeMeta) -> bool {
+        if meta.version > self.version_ceiling {
+            self.refused += 1;
+            return false;
+        }
         let newer = self
             .by_id
             .get(&meta.id)
@@ -187,5 +237,27 @@ mod tests {
             version: 2,
         };
         assert!(k3.invalidates(&k2) && !k2.invalidates(&k3));
+    }
+
+    /// A forged version far beyond the clock is refused (it would pin the member's
+    /// metadata: no real update could ever be newer), and a forgotten member's entry
+    /// goes.
+    #[test]
+    fn versions_beyond_the_ceiling_are_refused_and_forgotten_members_pruned() {
+        let mut t = MetaTable::default();
+        t.set_version_ceiling(1_000);
+        assert!(!t.offer(meta(u64::MAX)));
+        assert_eq!(t.refused(), 1);
+        assert!(t.offer(meta(5)), "a real version is taken");
+        assert!(t.offer(meta(1_000)), "up to the ceiling itself");
+        assert!(!t.offer(meta(1_001)));
+        assert_eq!(
+            t.get(&NodeId::new("w1").unwrap()).map(|m| m.version),
+            Some(1_000)
+        );
+        assert_eq!(t.len(), 1);
+        t.forget(&NodeId::new("w1").unwrap());
+        assert!(t.is_empty());
+        assert!(t.offer(meta(7)), "a member that comes back starts afresh");
     }
 }

@@ -24,6 +24,10 @@ use crate::replicated::{commit, fence, page_limit, read_point, tag};
 
 /// Keys listed at most per `List` call (a limit of 0 means this).
 pub const LIST_LIMIT_MAX: usize = 10_000;
+/// A list page ends once its keys and values reach this many bytes (one entry always
+/// fits: a key and a value are far below it), well under the 4 MiB message limit, so
+/// no request copies more than this under the state lock.
+pub const LIST_PAGE_BYTES_MAX: usize = 3 * 1024 * 1024;
 
 /// The `Kv` service of one manager.
 pub struct KvService {
@@ -135,20 +139,40 @@ impl Kv for KvService {
             )));
         }
         let limit = page_limit(r.limit, LIST_LIMIT_MAX)?;
+        let after = match r.page_token.as_str() {
+            "" => None,
+            t if t.len() <= kv::KEY_BYTES_MAX && t.starts_with(&r.prefix) => Some(t),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "page_token: not one this listing gave (pass the previous page's next_page_token with the same prefix)",
+                ));
+            }
+        };
         self.read_point(r.stale).await?;
         let (kvs, more, store_revision) = self.replica.group.read(|s| {
-            let mut it = s.kv.list(&r.prefix);
-            let kvs: Vec<KeyValue> = it
-                .by_ref()
-                .take(limit)
-                .map(|(k, e)| key_value(k, e))
-                .collect();
-            (kvs, it.next().is_some(), s.kv.revision())
+            let mut it = s.kv.list_after(&r.prefix, after).peekable();
+            let mut kvs: Vec<KeyValue> = Vec::new();
+            let mut bytes = 0;
+            while let Some((k, e)) = it.peek() {
+                let size = k.len() + e.value.len() + 64;
+                if kvs.len() == limit || (!kvs.is_empty() && bytes + size > LIST_PAGE_BYTES_MAX) {
+                    break;
+                }
+                bytes += size;
+                kvs.push(key_value(k, e));
+                it.next();
+            }
+            (kvs, it.peek().is_some(), s.kv.revision())
         });
+        let next_page_token = match (more, kvs.last()) {
+            (true, Some(last)) => last.key.clone(),
+            _ => String::new(),
+        };
         Ok(Response::new(ListResponse {
             kvs,
             store_revision,
             more,
+            next_page_token,
         }))
     }
 

@@ -120,11 +120,21 @@ impl KvStore {
 
     /// Every key starting with `prefix`, in key order.
     pub fn list<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a KvEntry)> {
+        self.list_after(prefix, None)
+    }
+
+    /// Keys with `prefix` in key order, starting after `after` (a page's last key).
+    pub fn list_after<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a str, &'a KvEntry)> {
+        let from = match after {
+            Some(a) if a.as_bytes() >= prefix.as_bytes() => std::ops::Bound::Excluded(a.as_bytes()),
+            _ => std::ops::Bound::Included(prefix.as_bytes()),
+        };
         self.entries
-            .range::<_, [u8]>((
-                std::ops::Bound::Included(prefix.as_bytes()),
-                std::ops::Bound::Unbounded,
-            ))
+            .range::<_, [u8]>((from, std::ops::Bound::Unbounded))
             .take_while(move |(k, _)| k.as_bytes().starts_with(prefix.as_bytes()))
             .map(|(k, e)| (k.as_str(), e))
     }

@@ -258,6 +258,12 @@ impl MembershipCore {
 
     /// Handles one datagram from `from`.
     pub fn handle_packet(&mut self, now: Duration, from: SocketAddr, packet: &[u8]) {
+        let ceiling = self
+            .meta
+            .started_unix_ms
+            .saturating_add(now.as_millis() as u64)
+            .saturating_add(crate::meta_table::META_VERSION_AHEAD_MAX_MS);
+        self.table.lock().set_version_ceiling(ceiling);
         self.stats.packets_in += 1;
         self.stats.bytes_in += packet.len() as u64;
         let (kind, payload) = match self.sealer.open(packet) {
@@ -278,6 +284,10 @@ impl MembershipCore {
                     .get(&from)
                     .is_some_and(|at| now.saturating_sub(*at) < META_REPLY_EVERY);
                 if !recent {
+                    // The table holds only the last period's askers: it cannot grow
+                    // with every address that ever asked.
+                    self.meta_replies
+                        .retain(|_, at| now.saturating_sub(*at) < META_REPLY_EVERY);
                     self.meta_replies.insert(from, now);
                     self.push_meta_to(from);
                 }

@@ -43,7 +43,12 @@ impl MembershipCore {
             .cloned()
             .collect();
         for id in gone {
-            self.views.remove(&id);
+            // foca forgot it (down long enough): so does every table keyed by it.
+            if let Some(view) = self.views.remove(&id) {
+                self.left.remove(&view.gossip.addr);
+                self.suspicions.remove(&view.gossip.addr);
+            }
+            self.table.lock().forget(&id);
         }
         for (id, (gossip, state, incarnation)) in best {
             self.sync_one(now, id, gossip, state, incarnation);

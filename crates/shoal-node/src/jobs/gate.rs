@@ -776,25 +776,52 @@ impl Jobs for GateJobs {
     ) -> Result<Response<pb::LogsResponse>, Status> {
         let r = r.into_inner();
         let record = self.existing(&r.id).await?;
-        let mut outputs = Vec::new();
-        for dc in &record.dcs {
-            let part = self
-                .gate
-                .client(dc)?
-                .logs(
-                    &r.id,
-                    (!r.workflow.is_empty()).then_some(r.workflow.as_str()),
-                    r.instance,
-                )
-                .await
-                .map_err(call_status)?;
-            for mut o in part.outputs {
+        // One datacenter's page per call; the token is `<dc position>|<its token>`.
+        let (at, inner) = match r.page_token.split_once('|') {
+            None if r.page_token.is_empty() => (0, String::new()),
+            Some((d, t)) if d.parse::<usize>().is_ok_and(|d| d < record.dcs.len()) => {
+                (d.parse::<usize>().unwrap_or_default(), t.to_string())
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "page_token: not one a logs page gave (pass next_page_token as it came)",
+                ));
+            }
+        };
+        let Some(dc) = record.dcs.get(at) else {
+            return Ok(Response::new(pb::LogsResponse::default()));
+        };
+        let part = self
+            .gate
+            .client(dc)?
+            .logs_page(
+                &r.id,
+                (!r.workflow.is_empty()).then_some(r.workflow.as_str()),
+                r.instance,
+                &inner,
+            )
+            .await
+            .map_err(call_status)?;
+        let outputs = part
+            .outputs
+            .into_iter()
+            .map(|mut o| {
                 if !o.worker.is_empty() {
                     o.worker = format!("{dc}/{}", o.worker);
                 }
-                outputs.push(o);
-            }
-        }
-        Ok(Response::new(pb::LogsResponse { outputs }))
+                o
+            })
+            .collect();
+        let next_page_token = if !part.next_page_token.is_empty() {
+            format!("{at}|{}", part.next_page_token)
+        } else if at + 1 < record.dcs.len() {
+            format!("{}|", at + 1)
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::LogsResponse {
+            outputs,
+            next_page_token,
+        }))
     }
 }

@@ -262,10 +262,31 @@ fn dispatch(mgr: &Arc<JobsManager>, worker: String, orders: Vec<Order>) {
                 match mgr.send_run(&addr, &batch).await {
                     Ok(replies) => {
                         tracing::trace!(%worker, rtt_us = sent.elapsed().as_micros() as u64, "run orders taken");
+                        let mut busy = Vec::new();
                         for (o, reply) in batch.orders.iter().zip(&replies) {
-                            if let OrderReply::StaleFence { seen_term } = reply {
+                            match reply {
                                 // A newer leader exists; it owns this instance now.
-                                tracing::info!(instance = %o.instance, seen_term, "worker follows a newer leader");
+                                OrderReply::StaleFence { seen_term } => {
+                                    tracing::info!(instance = %o.instance, seen_term, "worker follows a newer leader");
+                                }
+                                OrderReply::Busy { held } => {
+                                    tracing::warn!(instance = %o.instance, held, %worker, "worker holds all it takes");
+                                    busy.push(o.instance.clone());
+                                }
+                                OrderReply::Accepted => {}
+                            }
+                        }
+                        if !busy.is_empty() {
+                            // Nothing started there: those attempts count as failed and
+                            // are placed again.
+                            let cmd = JobCommand::WorkerLost {
+                                worker: worker.clone(),
+                                only: Some(busy),
+                                reason: format!("{worker} is full: it holds all the attempts it takes"),
+                                now_ms: now_ms(),
+                            };
+                            if let Err(e) = mgr.write(cmd).await {
+                                tracing::debug!(error = %e, "recording a refused dispatch");
                             }
                         }
                         last_error.clear();

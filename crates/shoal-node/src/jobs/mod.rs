@@ -135,6 +135,11 @@ pub enum OrderReply {
     StaleFence {
         seen_term: u64,
     },
+    /// The worker already holds as many attempts as it takes (running or waiting for
+    /// cores); nothing was started. Appended last: older variants keep their encoding.
+    Busy {
+        held: usize,
+    },
 }
 
 /// Worker → managers: what happened to some attempts (answered by one

@@ -240,8 +240,9 @@ impl Jobs for JobsService {
         r: Request<pb::LogsRequest>,
     ) -> Result<Response<pb::LogsResponse>, Status> {
         let r = r.into_inner();
+        let start = logs_position(&r.page_token)?;
         self.mgr.replica.linearize().await.map_err(group_status)?;
-        let outputs = self.mgr.replica.group.read(|s| {
+        let (outputs, next) = self.mgr.replica.group.read(|s| {
             let job = s
                 .jobs
                 .get(&r.id)
@@ -253,14 +254,23 @@ impl Jobs for JobsService {
                 )));
             }
             let mut out = Vec::new();
-            for (run, spec) in job.workflows.iter().zip(&job.spec.workflows) {
+            let mut bytes = 0;
+            let mut next = None;
+            'all: for (w, (run, spec)) in job.workflows.iter().zip(&job.spec.workflows).enumerate()
+            {
                 if !r.workflow.is_empty() && spec.name != r.workflow {
                     continue;
                 }
                 for (i, inst) in run.instances.iter().enumerate() {
-                    if r.instance.is_some_and(|want| want as usize != i) {
+                    if r.instance.is_some_and(|want| want as usize != i) || (w, i) < start {
                         continue;
                     }
+                    let size = inst.stdout_tail.len() + inst.stderr_tail.len() + 64;
+                    if !out.is_empty() && bytes + size > LOGS_PAGE_BYTES_MAX {
+                        next = Some(format!("{w}/{i}"));
+                        break 'all;
+                    }
+                    bytes += size;
                     out.push(pb::InstanceOutput {
                         workflow: spec.name.clone(),
                         index: i as u32,
@@ -278,9 +288,12 @@ impl Jobs for JobsService {
                     "instance: {want} is beyond the workflow's instances"
                 )));
             }
-            Ok(out)
+            Ok((out, next))
         })?;
-        Ok(Response::new(pb::LogsResponse { outputs }))
+        Ok(Response::new(pb::LogsResponse {
+            outputs,
+            next_page_token: next.unwrap_or_default(),
+        }))
     }
 }
 
@@ -377,4 +390,24 @@ impl WorkerReports for ReportsService {
             self.mgr.wire.message(&HeartbeatReply { stop })?,
         ))
     }
+}
+
+/// A logs page ends once its outputs reach this many bytes (one instance's output, two
+/// tails, always fits), well under the 4 MiB message limit.
+pub const LOGS_PAGE_BYTES_MAX: usize = 3 * 1024 * 1024;
+
+/// `W/I` from a logs page token: the workflow position and instance index to go on
+/// from; (0, 0) for none.
+fn logs_position(token: &str) -> Result<(usize, usize), Status> {
+    if token.is_empty() {
+        return Ok((0, 0));
+    }
+    token
+        .split_once('/')
+        .and_then(|(w, i)| Some((w.parse().ok()?, i.parse().ok()?)))
+        .ok_or_else(|| {
+            Status::invalid_argument(
+                "page_token: not one a logs page gave (pass next_page_token as it came)",
+            )
+        })
 }

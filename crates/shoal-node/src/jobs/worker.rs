@@ -52,6 +52,12 @@ const RESULT_PATIENCE: Duration = Duration::from_secs(300);
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most reports in one batch, and roughly most bytes (output tails dominate).
 const REPORT_BATCH_MAX: usize = 1024;
+/// Attempts a worker holds at most (running, or waiting for its cores): beyond it an
+/// order is answered `Busy` and nothing starts. The managers place by free cores, so
+/// only a confused or forged sender gets here.
+fn attempts_held_max(cores: u32) -> usize {
+    1024 + 4 * cores as usize
+}
 /// Reports waiting for the reporter at most. Beyond it, an attempt's start or result
 /// waits for room (backpressure), and a progress report is dropped (a later one says
 /// more).
@@ -282,6 +288,9 @@ impl WorkerRuntime {
             let mut books = self.books();
             if books.contains_key(&key) {
                 return OrderReply::Accepted;
+            }
+            if books.len() >= attempts_held_max(self.cores) {
+                return OrderReply::Busy { held: books.len() };
             }
             let (tx, rx) = watch::channel(false);
             let running = Running {
