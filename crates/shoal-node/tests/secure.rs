@@ -27,7 +27,7 @@ fn config(id: &str, role: &str, seeds: Vec<String>, dir: &Path) -> NodeConfig {
         profile: Some("local".into()),
         seeds: Some(seeds),
         data_dir: Some(dir.join(id)),
-        bootstrap_expect: (role == "manager").then_some(1),
+        bootstrap_expect: (role != "worker").then_some(1),
         cores: Some(2),
         tls_dir: Some(dir.join("tls")),
         cluster_key: Some(KEY.into()),
@@ -398,6 +398,86 @@ async fn tls_and_tokens_guard_every_service() {
         .await
         .expect("the client certificate still works");
 
+    w.shutdown().await;
+    m.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Through a gate: it checks the caller's permissions itself (a `write` token cannot
+/// submit commands there either), forwards to the datacenter's managers as a node over
+/// mutual TLS, and checks tokens with a manager.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_checks_permissions_and_forwards_over_mutual_tls() {
+    let dir = std::env::temp_dir().join(format!("shoal-secure-gate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let tls = dir.join("tls");
+    let admin_token = certs::init(&tls).unwrap().admin_token;
+    for id in ["m1", "w1", "g1"] {
+        node_cert(&tls, id);
+    }
+    let m = Node::start(config("m1", "manager", vec![], &dir))
+        .await
+        .unwrap();
+    let seeds = vec![m.tcp_addr.to_string()];
+    let w = Node::start(config("w1", "worker", seeds.clone(), &dir))
+        .await
+        .unwrap();
+    let g = Node::start(config("g1", "gate", seeds, &dir))
+        .await
+        .unwrap();
+    let root = with_token(&tls, Some(&admin_token));
+    kv(m.tcp_addr, &root)
+        .put("ready", b"1")
+        .await
+        .expect("the manager leads");
+    let write = with_token(
+        &tls,
+        Some(&create_token(&m, &root, "writer", "write").await),
+    );
+    let exec = with_token(&tls, Some(&create_token(&m, &root, "runner", "exec").await));
+
+    // The gate knows the DC (its managers and the worker) before it places anything.
+    let through_gate = |creds: &Credentials| jobs(g.tcp_addr, creds);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        match through_gate(&exec)
+            .submit(EXEC, "cmd.toml", Format::Toml, None)
+            .await
+        {
+            Ok(r) => break r.id,
+            // The gate may not know the DC's leader and worker yet.
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("submit through the gate: {e}"),
+        }
+    };
+    wait_until(
+        "the job through the gate completes",
+        Duration::from_secs(30),
+        || async {
+            through_gate(&exec)
+                .get(&id)
+                .await
+                .is_ok_and(|j| j.state == "completed")
+        },
+    )
+    .await;
+    let denied = through_gate(&write)
+        .submit(EXEC, "cmd.toml", Format::Toml, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(denied.contains("needs `exec`"), "{denied}");
+    let nobody = with_token(&tls, None);
+    let err = through_gate(&nobody).list().await.unwrap_err().to_string();
+    assert!(err.contains("no credentials"), "{err}");
+    admin(g.tcp_addr, &write)
+        .status()
+        .await
+        .expect("the gate checks the token with a manager");
+
+    g.shutdown().await;
     w.shutdown().await;
     m.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
