@@ -53,6 +53,8 @@ enum Command {
     Certs(cmd::certs::CertsArgs),
     /// API tokens with permissions (read, write, exec, admin): create, ls, revoke.
     Tokens(cmd::tokens::TokensArgs),
+    /// The gossip keyring on every member: ls, install, use, remove (no restart).
+    Keys(cmd::keys::KeysArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
             Command::Chat(args) => cmd::chat::run(args).await,
             Command::Certs(args) => cmd::certs::run(args),
             Command::Tokens(args) => cmd::tokens::run(args).await,
+            Command::Keys(args) => cmd::keys::run(args).await,
             Command::Keygen => {
                 println!("{}", cmd::new_key());
                 ExitCode::SUCCESS

@@ -44,7 +44,11 @@ enum Command {
     UpdateMeta(MetaChange, oneshot::Sender<Result<(), CoreError>>),
     Join(Vec<SocketAddr>),
     Leave(oneshot::Sender<()>),
+    /// A keyring change (`None`: just read the keys).
+    Keys(Option<crate::keyring::KeyOp>, oneshot::Sender<KeysResult>),
 }
+
+type KeysResult = Result<Vec<shoal_types::config::ClusterKey>, CoreError>;
 
 /// Starts membership agents.
 #[derive(Debug)]
@@ -124,6 +128,14 @@ impl MembershipHandle {
     ) -> Result<(), CoreError> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::UpdateMeta(Box::new(change), tx)).await?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Changes the gossip keyring (`None`: reads it); the keys afterwards, the one
+    /// sealing first.
+    pub async fn keys(&self, op: Option<crate::keyring::KeyOp>) -> KeysResult {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Keys(op, tx)).await?;
         rx.await.map_err(|_| stopped())?
     }
 
@@ -229,6 +241,13 @@ impl<T: Transport> Agent<T> {
                 let _ = reply.send(self.core.update_meta(now, change));
             }
             Command::Join(seeds) => self.core.join(seeds, now),
+            Command::Keys(op, reply) => {
+                let result = match op {
+                    Some(op) => self.core.change_keys(op),
+                    None => Ok(self.core.keys()),
+                };
+                let _ = reply.send(result);
+            }
             Command::Leave(_) => unreachable!("handled by the loop"),
         }
         self.publish();

@@ -20,6 +20,7 @@
 pub mod agent;
 pub mod core;
 pub mod identity;
+pub mod keyring;
 pub mod lifeguard;
 pub mod meta_table;
 pub mod phi;
@@ -30,5 +31,6 @@ pub mod wire;
 
 pub use agent::{Membership, MembershipConfig, MembershipHandle};
 pub use core::{CoreConfig, CoreError, Effect, MembershipCore};
+pub use keyring::{KeyError, KeyOp, Keyring};
 pub use transport::{Lossy, MemNetwork, MemTransport, Transport, UdpTransport};
 pub use view::{EventKind, MemberInfo, MembershipEvent, Snapshot, Stats};

@@ -18,6 +18,7 @@ pub mod consensus;
 pub mod dev;
 pub mod grpc;
 pub mod jobs;
+pub mod keys;
 pub mod kv;
 pub mod metrics;
 pub mod node;

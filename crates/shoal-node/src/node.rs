@@ -36,6 +36,8 @@ pub enum NodeError {
         "listen: {0} is no address others can reach; give --advertise IP:PORT (or a seed, whose route names this node's address)"
     )]
     NoAdvertise(SocketAddr),
+    #[error("keyring: {0}")]
+    Keyring(String),
 }
 
 /// A node that is up: its addresses and a way to stop it. It owns every task it
@@ -163,6 +165,10 @@ impl Node {
             &access,
         ))
         .merge(grpc::routes(membership.clone(), services));
+        app = app.merge(crate::keys::routes(
+            membership.clone(),
+            config.data_dir.clone(),
+        ));
         if let (Some(c), shoal_types::Role::Manager) = (&consensus, config.role) {
             app = app.merge(crate::access::tokens_routes(
                 c.replica.clone(),
@@ -334,7 +340,21 @@ async fn start_membership(
     gossip_addr: SocketAddr,
     tasks: &Tasks,
 ) -> Result<MembershipHandle, NodeError> {
-    if config.cluster_keys.is_empty() {
+    // A keyring rotated at run time (`shoal keys`) wins over the configured keys.
+    let keys = match crate::keys::load(&config.data_dir) {
+        Ok(Some(keys)) => {
+            if keys != config.cluster_keys {
+                tracing::info!(
+                    keys = keys.len(),
+                    "gossip keys from the keyring file (rotated with `shoal keys`); --cluster-key is not used"
+                );
+            }
+            keys
+        }
+        Ok(None) => config.cluster_keys.clone(),
+        Err(e) => return Err(NodeError::Keyring(e)),
+    };
+    if keys.is_empty() {
         tracing::warn!(
             "no cluster key: gossip is unauthenticated; set --cluster-key (`shoal keygen`)"
         );
@@ -344,7 +364,7 @@ async fn start_membership(
         meta,
         gossip_addr,
         timing: config.timing.clone(),
-        keys: config.cluster_keys.clone(),
+        keys,
         rng_seed: rand_seed(),
     };
     let (seeds, unresolved) = resolve_seeds(&config.seeds, gossip_addr).await;

@@ -5,6 +5,7 @@ pub mod certs;
 pub mod chat;
 pub mod dev;
 pub mod jobs;
+pub mod keys;
 pub mod kv;
 pub mod managers;
 pub mod node;

@@ -87,6 +87,9 @@ pub enum CoreError {
     /// The membership agent has stopped (the node is shutting down).
     #[error("the membership agent has stopped")]
     Stopped,
+    /// A keyring change was refused; the keys are unchanged.
+    #[error(transparent)]
+    Key(#[from] crate::keyring::KeyError),
 }
 
 #[derive(Debug)]
@@ -129,6 +132,7 @@ pub struct MembershipCore {
     table: SharedMeta,
     timing: GossipTiming,
     sealer: Sealer,
+    keyring: crate::keyring::Keyring,
     rng: StdRng,
     timers: TimerQueue<CoreTimer>,
     awareness: Awareness,
@@ -181,6 +185,7 @@ impl MembershipCore {
             table,
             awareness: Awareness::new(config.timing.awareness_max),
             sealer: Sealer::new(&config.keys),
+            keyring: crate::keyring::Keyring::new(config.keys.clone()),
             timing: config.timing,
             rng,
             timers: TimerQueue::default(),
@@ -416,6 +421,18 @@ impl MembershipCore {
     }
 
     /// Changes or adds one tag; it reaches every member by gossip.
+    /// Changes the gossip keyring; the keys afterwards (the one sealing first).
+    pub fn change_keys(&mut self, op: crate::keyring::KeyOp) -> Result<Vec<ClusterKey>, CoreError> {
+        self.keyring.apply(op)?;
+        self.sealer = Sealer::new(self.keyring.keys());
+        Ok(self.keyring.keys().to_vec())
+    }
+
+    /// The keys, the one sealing first.
+    pub fn keys(&self) -> Vec<ClusterKey> {
+        self.keyring.keys().to_vec()
+    }
+
     pub fn set_tag(&mut self, key: &str, value: &str, now: Duration) -> Result<(), CoreError> {
         validate_tag(key, value)?;
         let mut next = self.meta.clone();

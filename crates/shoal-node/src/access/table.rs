@@ -65,6 +65,7 @@ const GRPC: &[(&str, &[(&str, Need)])] = {
 const HTTP: &[(Method, &str, Need)] = &[
     (Method::GET, "/v1/internal/", Need::Node),
     (Method::GET, "/v1/tokens", Need::Perm(Perm::Admin)),
+    (Method::GET, "/v1/keys", Need::Perm(Perm::Admin)),
     (Method::GET, "/", Need::Perm(Perm::Read)),
     (Method::HEAD, "/", Need::Perm(Perm::Read)),
 ];
@@ -110,6 +111,8 @@ mod tests {
         assert_eq!(need(&Method::GET, "/v1/status"), Need::Perm(Perm::Read));
         assert_eq!(need(&Method::GET, "/metrics"), Need::Perm(Perm::Read));
         assert_eq!(need(&Method::GET, "/v1/tokens"), Need::Perm(Perm::Admin));
+        assert_eq!(need(&Method::GET, "/v1/keys"), Need::Perm(Perm::Admin));
+        assert_eq!(need(&Method::POST, "/v1/keys"), Need::Perm(Perm::Admin));
         assert_eq!(need(&Method::GET, "/v1/internal/token/ab"), Need::Node);
         for (m, p) in [
             (Method::PUT, "/v1/tags/x"),
