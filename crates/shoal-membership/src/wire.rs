@@ -1,11 +1,13 @@
 //! The gossip envelope: versioned, bounded, optionally sealed.
 //!
 //! ```text
-//!  plain:  "SH" | version=1 | kind | key id = 0 | payload
-//!  sealed: "SH" | version=1 | kind | key id ≠ 0 | nonce (12) | ChaCha20-Poly1305(payload) + tag (16)
+//!  plain:  "SH" | version=2 | kind | key id = 0 | payload
+//!  sealed: "SH" | version=2 | kind | key id ≠ 0 | nonce (12) |
+//!          ChaCha20-Poly1305(sent at, unix ms u64 LE | payload) + tag (16)
 //! ```
 //! The first five bytes are authenticated as associated data, so a sealed packet's kind
-//! cannot be changed in flight. A key's id is derived from the key itself, so every node
+//! cannot be changed in flight. The sending time inside the seal bounds replays: a
+//! packet more than `GOSSIP_REPLAY_WINDOW_MS` from the receiver's clock is refused. A key's id is derived from the key itself, so every node
 //! holding the same key agrees on it without configuration; during a rotation a node
 //! seals with its first key and opens with any of its keys.
 
@@ -14,12 +16,16 @@ use chacha20poly1305::{
     aead::{Aead, Payload},
 };
 use rand::Rng;
-use shoal_types::{config::ClusterKey, limits::GOSSIP_PACKET_BYTES_MAX};
+use shoal_types::{
+    config::ClusterKey,
+    limits::{GOSSIP_PACKET_BYTES_MAX, GOSSIP_REPLAY_WINDOW_MS},
+};
 
 const MAGIC: [u8; 2] = *b"SH";
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 const HEADER_BYTES: usize = 5;
 const NONCE_BYTES: usize = 12;
+const STAMP_BYTES: usize = 8;
 const TAG_BYTES: usize = 16;
 
 /// What an envelope carries.
@@ -60,10 +66,14 @@ pub enum DropReason {
     Malformed,
     /// A member declared down keeps talking (foca tells it so), or our own packet.
     Rejected,
+    /// Sealed at a time too far from our clock: a replay (or a clock far off).
+    Stale,
+    /// An unsealed request smaller than its answer (no amplification).
+    TooSmall,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Truncated,
         DropReason::Oversized,
         DropReason::BadMagic,
@@ -73,6 +83,8 @@ impl DropReason {
         DropReason::AuthFailed,
         DropReason::Malformed,
         DropReason::Rejected,
+        DropReason::Stale,
+        DropReason::TooSmall,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +98,8 @@ impl DropReason {
             DropReason::AuthFailed => "auth_failed",
             DropReason::Malformed => "malformed",
             DropReason::Rejected => "rejected",
+            DropReason::Stale => "stale",
+            DropReason::TooSmall => "too_small",
         }
     }
 }
@@ -95,6 +109,9 @@ impl DropReason {
 pub struct Sealer {
     /// (key id, cipher); the first one seals.
     keys: Vec<(u8, ChaCha20Poly1305)>,
+    /// The wall clock in unix ms, as the owner last set it: stamped into sealed
+    /// packets, and what their stamps are checked against.
+    clock_ms: u64,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -113,7 +130,17 @@ impl Sealer {
                 (key_id(&cipher), cipher)
             })
             .collect();
-        Self { keys }
+        Self { keys, clock_ms: 0 }
+    }
+
+    /// Sets the clock stamped into and checked against sealed packets.
+    pub fn set_clock(&mut self, unix_ms: u64) {
+        self.clock_ms = unix_ms;
+    }
+
+    /// Takes over another sealer's clock (a keyring change keeps the time).
+    pub fn copy_clock(&mut self, other: &Sealer) {
+        self.clock_ms = other.clock_ms;
     }
 
     pub fn is_sealed(&self) -> bool {
@@ -123,7 +150,7 @@ impl Sealer {
     /// Bytes the envelope adds to a payload.
     pub fn overhead(&self) -> usize {
         if self.is_sealed() {
-            HEADER_BYTES + NONCE_BYTES + TAG_BYTES
+            HEADER_BYTES + NONCE_BYTES + STAMP_BYTES + TAG_BYTES
         } else {
             HEADER_BYTES
         }
@@ -146,11 +173,14 @@ impl Sealer {
                 rng.fill_bytes(&mut nonce);
                 let aad = out.clone();
                 out.extend_from_slice(&nonce);
+                let mut msg = Vec::with_capacity(STAMP_BYTES + payload.len());
+                msg.extend_from_slice(&self.clock_ms.to_le_bytes());
+                msg.extend_from_slice(payload);
                 let sealed = cipher
                     .encrypt(
                         Nonce::from_slice(&nonce),
                         Payload {
-                            msg: payload,
+                            msg: &msg,
                             aad: &aad,
                         },
                     )
@@ -190,7 +220,7 @@ impl Sealer {
             .iter()
             .find(|(id, _)| *id == key_id)
             .ok_or(DropReason::UnknownKey)?;
-        if body.len() < NONCE_BYTES + TAG_BYTES {
+        if body.len() < NONCE_BYTES + STAMP_BYTES + TAG_BYTES {
             return Err(DropReason::Truncated);
         }
         let (nonce, sealed) = body.split_at(NONCE_BYTES);
@@ -202,8 +232,19 @@ impl Sealer {
                     aad: &packet[..HEADER_BYTES],
                 },
             )
-            .map(|plain| (kind, plain))
             .map_err(|_| DropReason::AuthFailed)
+            .and_then(|mut plain| {
+                let stamp = u64::from_le_bytes(
+                    plain[..STAMP_BYTES]
+                        .try_into()
+                        .expect("length checked above"),
+                );
+                if stamp.abs_diff(self.clock_ms) > GOSSIP_REPLAY_WINDOW_MS {
+                    return Err(DropReason::Stale);
+                }
+                plain.drain(..STAMP_BYTES);
+                Ok((kind, plain))
+            })
     }
 }
 
@@ -278,13 +319,35 @@ mod tests {
         );
     }
 
+    /// A sealed packet carries its sending time: replayed later than the window (or
+    /// from a clock that far off) it is refused, within it accepted.
+    #[test]
+    fn replays_outside_the_window_are_refused() {
+        let mut a = Sealer::new(&[[1; 32]]);
+        let mut b = a.clone();
+        a.set_clock(1_000_000);
+        let p = a.seal(Kind::Swim, b"ping", &mut rng());
+        b.set_clock(1_000_000 + GOSSIP_REPLAY_WINDOW_MS);
+        assert_eq!(b.open(&p).unwrap(), (Kind::Swim, b"ping".to_vec()));
+        b.set_clock(1_000_000 + GOSSIP_REPLAY_WINDOW_MS + 1);
+        assert_eq!(b.open(&p), Err(DropReason::Stale));
+        b.set_clock(1_000_000 - GOSSIP_REPLAY_WINDOW_MS - 1);
+        assert_eq!(b.open(&p), Err(DropReason::Stale), "from the future too");
+        assert_eq!(p.len(), 4 + a.overhead());
+    }
+
     #[test]
     fn bad_envelopes_are_named() {
         let s = Sealer::new(&[]);
         assert_eq!(s.open(b"SH"), Err(DropReason::Truncated));
         assert_eq!(s.open(b"XX\x01\x01\x00"), Err(DropReason::BadMagic));
         assert_eq!(s.open(b"SH\x09\x01\x00"), Err(DropReason::UnknownVersion));
-        assert_eq!(s.open(b"SH\x01\x77\x00"), Err(DropReason::UnknownKind));
+        assert_eq!(
+            s.open(b"SH\x01\x01\x00"),
+            Err(DropReason::UnknownVersion),
+            "version 1"
+        );
+        assert_eq!(s.open(b"SH\x02\x77\x00"), Err(DropReason::UnknownKind));
         assert_eq!(
             s.open(&vec![0u8; GOSSIP_PACKET_BYTES_MAX + 1]),
             Err(DropReason::Oversized)

@@ -13,8 +13,12 @@ pub const META_BYTES_MAX: usize = 1024;
 /// Ethernet MTU minus IP/UDP headers, so nothing is fragmented.
 pub const GOSSIP_PACKET_BYTES_MAX: usize = 1400;
 /// Bytes the gossip envelope adds around a SWIM payload when sealed:
-/// magic(2) + version(1) + kind(1) + key id(1) + nonce(12) + tag(16).
-pub const GOSSIP_ENVELOPE_BYTES: usize = 33;
+/// magic(2) + version(1) + kind(1) + key id(1) + nonce(12) + timestamp(8) + tag(16).
+pub const GOSSIP_ENVELOPE_BYTES: usize = 41;
+/// How far a sealed gossip packet's timestamp may be from the receiver's clock, in ms:
+/// a packet recorded and replayed later than this is refused. Nodes' clocks must agree
+/// within it (NTP).
+pub const GOSSIP_REPLAY_WINDOW_MS: u64 = 120_000;
 /// Largest awareness multiplier of Lifeguard's local health score.
 pub const AWARENESS_MAX: u32 = 8;
 /// Largest Raft snapshot a replica accepts from a leader, in bytes: a stream that

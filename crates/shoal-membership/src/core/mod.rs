@@ -263,12 +263,7 @@ impl MembershipCore {
 
     /// Handles one datagram from `from`.
     pub fn handle_packet(&mut self, now: Duration, from: SocketAddr, packet: &[u8]) {
-        let ceiling = self
-            .meta
-            .started_unix_ms
-            .saturating_add(now.as_millis() as u64)
-            .saturating_add(crate::meta_table::META_VERSION_AHEAD_MAX_MS);
-        self.table.lock().set_version_ceiling(ceiling);
+        self.set_clock(now);
         self.stats.packets_in += 1;
         self.stats.bytes_in += packet.len() as u64;
         let (kind, payload) = match self.sealer.open(packet) {
@@ -288,6 +283,13 @@ impl MembershipCore {
                     .meta_replies
                     .get(&from)
                     .is_some_and(|at| now.saturating_sub(*at) < META_REPLY_EVERY);
+                // Unsealed, anyone can send a request with a forged source: never answer
+                // one with more bytes than it carried (requesters pad theirs).
+                let reply_bytes =
+                    encode_meta(&self.meta).map_or(0, |m| m.len()) + self.sealer.overhead();
+                if !self.sealer.is_sealed() && packet.len() < reply_bytes {
+                    return self.drop_packet(DropReason::TooSmall);
+                }
                 if !recent {
                     // The table holds only the last period's askers: it cannot grow
                     // with every address that ever asked.
@@ -424,7 +426,9 @@ impl MembershipCore {
     /// Changes the gossip keyring; the keys afterwards (the one sealing first).
     pub fn change_keys(&mut self, op: crate::keyring::KeyOp) -> Result<Vec<ClusterKey>, CoreError> {
         self.keyring.apply(op)?;
+        let clock = self.sealer.clone();
         self.sealer = Sealer::new(self.keyring.keys());
+        self.sealer.copy_clock(&clock);
         Ok(self.keyring.keys().to_vec())
     }
 
@@ -489,6 +493,19 @@ impl MembershipCore {
         self.pump(now);
     }
 
+    /// The wall clock as this core knows it — its node's start time plus the time
+    /// since — for stamping sealed packets and bounding metadata versions.
+    fn set_clock(&mut self, now: Duration) {
+        let wall = self
+            .meta
+            .started_unix_ms
+            .saturating_add(now.as_millis() as u64);
+        self.sealer.set_clock(wall);
+        self.table
+            .lock()
+            .set_version_ceiling(wall.saturating_add(crate::meta_table::META_VERSION_AHEAD_MAX_MS));
+    }
+
     fn push_meta_to(&mut self, to: SocketAddr) {
         if let Ok(bytes) = encode_meta(&self.meta) {
             self.send_sealed(to, Kind::MetaPush, &bytes);
@@ -504,6 +521,7 @@ impl MembershipCore {
 
     /// Drains foca's runtime into effects and timers, then refreshes the views.
     fn pump(&mut self, now: Duration) {
+        self.set_clock(now);
         loop {
             let mut progressed = false;
             while let Some((dst, data)) = self.runtime.to_send() {
@@ -671,6 +689,48 @@ mod tests {
             bump: 1,
         };
         MembershipCore::new(config, Duration::ZERO).unwrap()
+    }
+
+    /// Unsealed, anyone may forge a request's source: a short metadata request is
+    /// not answered (the answer would be bigger than the request); one padded to the
+    /// answer's size is. Sealed requests are from members and need no padding.
+    #[test]
+    fn an_unsealed_request_is_never_answered_with_more_bytes() {
+        let mut c = core(vec![]);
+        c.drain_effects();
+        let from: SocketAddr = "10.9.9.9:7".parse().unwrap();
+        let plain = Sealer::new(&[]);
+        let mut rng = StdRng::seed_from_u64(3);
+        let short = plain.seal(Kind::MetaRequest, &[], &mut rng);
+        c.handle_packet(Duration::from_secs(1), from, &short);
+        let sends = |effects: Vec<Effect>| {
+            effects
+                .into_iter()
+                .filter_map(|e| match e {
+                    Effect::Send { to, bytes } if to == from => Some(bytes.len()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            sends(c.drain_effects()).is_empty(),
+            "a 5-byte request got an answer"
+        );
+        assert_eq!(c.stats().dropped.get("too_small"), Some(&1));
+        let padded = plain.seal(
+            Kind::MetaRequest,
+            &vec![0; shoal_types::limits::META_BYTES_MAX],
+            &mut rng,
+        );
+        c.handle_packet(Duration::from_secs(2), from, &padded);
+        let answered = sends(c.drain_effects());
+        assert_eq!(answered.len(), 1, "the padded request is answered");
+        assert!(
+            answered[0] <= padded.len(),
+            "{} > {}",
+            answered[0],
+            padded.len()
+        );
     }
 
     #[test]

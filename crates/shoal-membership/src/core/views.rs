@@ -151,7 +151,14 @@ impl MembershipCore {
             }
         }
         for addr in asks {
-            self.send_sealed(addr, Kind::MetaRequest, &[]);
+            // Unsealed, a request is padded to the size of the answer it asks for, so
+            // answering never amplifies (see `handle_packet`).
+            let pad = if self.sealer.is_sealed() {
+                0
+            } else {
+                shoal_types::limits::META_BYTES_MAX
+            };
+            self.send_sealed(addr, Kind::MetaRequest, &vec![0u8; pad]);
         }
     }
 
