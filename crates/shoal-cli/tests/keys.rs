@@ -10,21 +10,6 @@ use std::{path::Path, process::Stdio, time::Duration};
 
 use common::*;
 
-fn ok(cwd: &Path, args: &[&str]) -> String {
-    let out = shoal()
-        .current_dir(cwd)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run shoal");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(out.status.success(), "shoal {args:?}: {stderr}{stdout}");
-    stdout
-}
-
 #[test]
 fn keys_rotate_under_traffic_with_no_member_lost() {
     let dir = tempdir::Dir::new("keys");

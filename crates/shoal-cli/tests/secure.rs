@@ -10,27 +10,6 @@ use std::{path::Path, process::Stdio, time::Duration};
 
 use common::*;
 
-/// `shoal ARGS` run in `cwd`; (exit code, stdout, stderr).
-fn run_in(cwd: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = shoal();
-    cmd.current_dir(cwd).args(args).stdin(Stdio::null());
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run shoal");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(cwd: &Path, args: &[&str]) -> String {
-    let (code, out, err) = run_in(cwd, args, &[]);
-    assert_eq!(code, 0, "shoal {args:?}: {err}{out}");
-    out
-}
-
 #[test]
 fn the_readme_tour_runs_against_a_secure_dev_cluster() {
     let dir = tempdir::Dir::new("secure-dev");

@@ -315,3 +315,30 @@ pub fn expect_line(
     }
     panic!("no line with {what}; saw {seen:#?}");
 }
+
+/// `shoal ARGS` run in `cwd`; (exit code, stdout, stderr).
+pub fn run_in(
+    cwd: &std::path::Path,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> (i32, String, String) {
+    let mut cmd = shoal();
+    cmd.current_dir(cwd)
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run shoal");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn ok(cwd: &std::path::Path, args: &[&str]) -> String {
+    let (code, out, err) = run_in(cwd, args, &[]);
+    assert_eq!(code, 0, "shoal {args:?}: {err}{out}");
+    out
+}
