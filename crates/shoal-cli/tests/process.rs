@@ -268,7 +268,7 @@ fn malformed_input_is_refused_and_counted() {
         b"XX\x01\x01\x00hello",
         b"SH\x09\x01\x00",
         &[0u8; 1500][..],
-        b"SH\x01\x01\x00garbage",
+        b"SH\x02\x01\x00garbage", // the current version, a payload that is no SWIM
     ] {
         udp.send_to(packet, gossip).unwrap();
     }
