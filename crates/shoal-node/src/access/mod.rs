@@ -270,7 +270,11 @@ async fn identify(guard: &Guard, cert: PeerCert, headers: &HeaderMap) -> Result<
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| {
+                // The scheme is case-insensitive (RFC 9110).
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(rest)
+            })
             .map(str::trim)
             .ok_or_else(|| Refusal::unauthenticated("authorization: must be `Bearer <token>`"))?;
         token::validate(token)
