@@ -4,35 +4,12 @@ mod common;
 
 use std::{
     process::Stdio,
-    sync::mpsc,
     time::{Duration, Instant},
 };
 
 use common::*;
 
 const LONG: Duration = Duration::from_secs(20);
-
-/// Starts `shoal dev` with the given counts on a base port unlikely to be in use (the
-/// dev command refuses busy ports up front); returns the child and its stdout lines.
-fn spawn_dev(
-    dir: &tempdir::Dir,
-    counts: [u32; 3],
-    port_block: u16,
-) -> (std::process::Child, mpsc::Receiver<String>, u16) {
-    let base = port_block + (std::process::id() % 400) as u16 * 20;
-    let [m, g, w] = counts.map(|c| c.to_string());
-    let mut dev = shoal()
-        .args(["dev", "--managers", &m, "--gates", &g, "--workers", &w])
-        .args(["--base-port", &base.to_string()])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = line_reader(dev.stdout.take().unwrap());
-    (dev, lines, base)
-}
 
 /// `shoal events` prints one line per membership event: a join, then a failure.
 #[test]
@@ -73,9 +50,10 @@ fn events_prints_joins_and_failures() {
 #[test]
 fn dev_starts_supervises_and_stops_cleanly() {
     let dir = tempdir::Dir::new("dev");
-    let (mut dev, lines, base) = spawn_dev(&dir, [2, 1, 1], 20_000);
-    expect_line(&lines, "the verdict", |l| l == "HEALTHY");
-    let pids = expect_line(&lines, "the pid line", |l| l.starts_with("pids: "));
+    let mut dev = Dev::start(dir.path(), [2, 1, 1], 20_000);
+    let (lines, base) = (&dev.lines, dev.base);
+    expect_line(lines, "the verdict", |l| l == "HEALTHY");
+    let pids = expect_line(lines, "the pid line", |l| l.starts_with("pids: "));
     let w1 = pids
         .split_whitespace()
         .find_map(|kv| kv.strip_prefix("w1="))
@@ -85,17 +63,17 @@ fn dev_starts_supervises_and_stops_cleanly() {
         .status()
         .unwrap();
     assert!(killed.success());
-    expect_line(&lines, "w1 reported", |l| {
+    expect_line(lines, "w1 reported", |l| {
         l.contains("w1 exited") && l.contains("not restarting")
     });
     let sent = Instant::now();
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &dev.id().to_string()])
+        .args(["-TERM", &dev.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     loop {
-        if dev.try_wait().unwrap().is_some() {
+        if dev.child.try_wait().unwrap().is_some() {
             break;
         }
         assert!(
@@ -118,10 +96,11 @@ fn dev_starts_supervises_and_stops_cleanly() {
 #[test]
 fn dev_children_do_not_outlive_a_killed_supervisor() {
     let dir = tempdir::Dir::new("dev-kill");
-    let (mut dev, lines, base) = spawn_dev(&dir, [1, 0, 1], 24_000);
-    expect_line(&lines, "the verdict", |l| l == "HEALTHY");
-    dev.kill().unwrap();
-    dev.wait().unwrap();
+    let mut dev = Dev::start(dir.path(), [1, 0, 1], 24_000);
+    let (lines, base) = (&dev.lines, dev.base);
+    expect_line(lines, "the verdict", |l| l == "HEALTHY");
+    dev.child.kill().unwrap();
+    dev.child.wait().unwrap();
     for port in [base, base + 200] {
         wait_for(
             &format!("port {port} is free"),

@@ -14,24 +14,16 @@ use common::*;
 fn keys_rotate_under_traffic_with_no_member_lost() {
     let dir = tempdir::Dir::new("keys");
     let cwd = dir.path();
-    let base = 28_000 + (std::process::id() % 400) as u16 * 20;
-    let mut dev = shoal()
-        .current_dir(cwd)
-        .args(["dev", "--managers", "3", "--gates", "0", "--workers", "1"])
-        .args(["--base-port", &base.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = line_reader(dev.stdout.take().unwrap());
-    expect_line(&lines, "the verdict", |l| l == "HEALTHY");
-    let pids = expect_line(&lines, "the pid line", |l| l.starts_with("pids: "));
+    let dev = Dev::start(cwd, [3, 0, 1], 28_000);
+    let (lines, base) = (&dev.lines, dev.base);
+    expect_line(lines, "the verdict", |l| l == "HEALTHY");
+    let pids = expect_line(lines, "the pid line", |l| l.starts_with("pids: "));
     let w1_pid = pids
         .split_whitespace()
         .find_map(|kv| kv.strip_prefix("w1="))
         .unwrap_or_else(|| panic!("no w1 in {pids}"))
         .to_string();
-    let key_line = expect_line(&lines, "the key line", |l| l.starts_with("cluster key: "));
+    let key_line = expect_line(lines, "the key line", |l| l.starts_with("cluster key: "));
     let old = key_line.split_whitespace().nth(2).unwrap().to_string();
     let addr = format!("127.0.0.1:{base}");
     let servers = format!("127.0.0.1:{base},127.0.0.1:{}", base + 2);
@@ -89,6 +81,18 @@ fn keys_rotate_under_traffic_with_no_member_lost() {
     );
     let status = ok(cwd, &["status", "--addr", &addr]);
     assert!(status.contains("HEALTHY"), "{status}");
+    // Gossip still carries news under the new key alone: a tag set on w1 reaches m1.
+    let w1 = format!("127.0.0.1:{}", base + 200);
+    ok(cwd, &["tag", "set", "rotated=yes", "--addr", &w1]);
+    wait_for("w1's new tag reaches m1", Duration::from_secs(20), || {
+        let m = ok(cwd, &["status", "--addr", &addr, "--json"]);
+        let doc: serde_json::Value = serde_json::from_str(&m).unwrap();
+        doc["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["id"] == "w1" && m["tags"]["rotated"] == "yes")
+    });
     // Removing the key in use is refused, naming the way out.
     let out = shoal()
         .current_dir(cwd)
@@ -195,10 +199,7 @@ fn keys_rotate_under_traffic_with_no_member_lost() {
         || alive("w1"),
     );
 
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &dev.id().to_string()])
-        .status();
-    let _ = dev.wait();
+    drop(dev);
 }
 
 /// The CLI's own credentials for the dev cluster in `cwd`.

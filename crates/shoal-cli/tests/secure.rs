@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::{path::Path, process::Stdio, time::Duration};
+use std::{path::Path, time::Duration};
 
 use common::*;
 
@@ -14,18 +14,10 @@ use common::*;
 fn the_readme_tour_runs_against_a_secure_dev_cluster() {
     let dir = tempdir::Dir::new("secure-dev");
     let cwd = dir.path();
-    let base = 26_000 + (std::process::id() % 400) as u16 * 20;
-    let mut dev = shoal()
-        .current_dir(cwd)
-        .args(["dev", "--managers", "3", "--gates", "0", "--workers", "1"])
-        .args(["--base-port", &base.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lines = line_reader(dev.stdout.take().unwrap());
-    expect_line(&lines, "the verdict", |l| l == "HEALTHY");
-    let tls_line = expect_line(&lines, "the TLS line", |l| l.starts_with("TLS on"));
+    let dev = Dev::start(cwd, [3, 0, 1], 26_000);
+    let (lines, base) = (&dev.lines, dev.base);
+    expect_line(lines, "the verdict", |l| l == "HEALTHY");
+    let tls_line = expect_line(lines, "the TLS line", |l| l.starts_with("TLS on"));
     let token = tls_line
         .split_whitespace()
         .find(|w| w.starts_with("shoal_"))
@@ -158,10 +150,7 @@ fn the_readme_tour_runs_against_a_secure_dev_cluster() {
         });
     }
 
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &dev.id().to_string()])
-        .status();
-    let _ = dev.wait();
+    drop(dev);
 }
 
 #[test]

@@ -44,19 +44,8 @@ pub fn load(data_dir: &Path) -> Result<Option<Vec<ClusterKey>>, String> {
 
 /// Writes the keys (the sealing one first), replacing the file atomically.
 pub fn save(data_dir: &Path, keys: &[ClusterKey]) -> std::io::Result<()> {
-    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-    let path = keyring_path(data_dir);
-    let tmp = path.with_extension("tmp");
     let text: Vec<String> = keys.iter().map(format_hex_key).collect();
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(text.join(",").as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)
+    shoal_security::write_file_atomic(&keyring_path(data_dir), text.join(",").as_bytes(), 0o600)
 }
 
 struct Keys {

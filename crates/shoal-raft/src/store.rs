@@ -454,12 +454,14 @@ impl DiskLog {
         Ok(self.committed.load())
     }
 
-    /// SQLite's `synchronous` setting on the log's connection (2 = FULL); tests check
-    /// that no batch ever lowers it.
-    pub fn sqlite_synchronous(&self) -> Result<i64, StoreError> {
-        Ok(self
+    /// SQLite's `synchronous` setting on the log's connection (2 = FULL), and the rows
+    /// its connection has changed so far: tests check that saving the commit index
+    /// neither lowers the one nor touches SQLite at all.
+    pub fn sqlite_sync_and_changes(&self) -> Result<(i64, u64), StoreError> {
+        let sync = self
             .conn
-            .pragma_query_value(None, "synchronous", |r| r.get(0))?)
+            .pragma_query_value(None, "synchronous", |r| r.get(0))?;
+        Ok((sync, self.conn.total_changes()))
     }
 
     /// Replaces the stored snapshot.

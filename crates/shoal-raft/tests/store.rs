@@ -88,20 +88,13 @@ fn the_commit_index_never_puts_sqlite_in_unsynced_mode() {
         let mut log = DiskLog::open(&path).unwrap();
         log.append(&[rec(1, 1), rec(2, 1)]).unwrap();
         log.save_vote(b"vote").unwrap();
+        let (_, before) = log.sqlite_sync_and_changes().unwrap();
         for i in 0..50u8 {
             log.save_committed(&[b'c', i]).unwrap();
         }
-        let sql = rusqlite::Connection::open(&path).unwrap();
-        let mode: i64 = sql
-            .pragma_query_value(None, "synchronous", |r| r.get(0))
-            .unwrap();
-        drop(sql);
-        // FULL is 2; a fresh connection shows the default, so ask the log's own.
-        assert_eq!(
-            log.sqlite_synchronous().unwrap(),
-            2,
-            "other connection: {mode}"
-        );
+        // No SQLite write at all (a commit index used to be an unsynced SQLite
+        // commit), and the connection stays FULL (2).
+        assert_eq!(log.sqlite_sync_and_changes().unwrap(), (2, before));
     }
     let committed = dir.path().join("raft.committed");
     assert!(committed.is_file());

@@ -14,7 +14,6 @@
 
 use std::{
     fs,
-    io::Write,
     net::IpAddr,
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
@@ -264,23 +263,8 @@ fn create_private_dir(dir: &Path) -> Result<(), SecurityError> {
         .map_err(|e| SecurityError::write(dir, e))
 }
 
-/// Writes `bytes` to `path` with `mode`, through a temporary file renamed into place
-/// (a crash leaves the old file or the new one, never half of one).
-pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SecurityError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let _ = fs::remove_file(&tmp);
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    };
-    write().map_err(|e| SecurityError::write(path, e))
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SecurityError> {
+    crate::write_file_atomic(path, bytes, mode).map_err(|e| SecurityError::write(path, e))
 }
 
 #[cfg(test)]

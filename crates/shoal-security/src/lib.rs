@@ -73,6 +73,28 @@ impl SecurityError {
     }
 }
 
+/// Writes `bytes` to `path` with `mode` through a temporary file renamed into place, the
+/// file and then its directory fsynced: after a crash or a power loss the old file or
+/// the new one is there, never half of one. (Keys, certificates, keyrings.)
+pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// The gRPC metadata key and HTTP header a bearer token travels in.
 pub const AUTHORIZATION: &str = "authorization";
 

@@ -342,3 +342,56 @@ pub fn ok(cwd: &std::path::Path, args: &[&str]) -> String {
     assert_eq!(code, 0, "shoal {args:?}: {err}{out}");
     out
 }
+
+/// A `shoal dev` run in `cwd` (its data, CA and token under `cwd/.shoal/dev`, where the
+/// CLI run from `cwd` finds them), on a base port unlikely to be in use (the dev command
+/// refuses busy ports up front). Stopped with SIGTERM when dropped, so a failing test
+/// leaves no cluster behind.
+pub struct Dev {
+    pub child: std::process::Child,
+    pub lines: std::sync::mpsc::Receiver<String>,
+    pub base: u16,
+}
+
+impl Dev {
+    /// `counts`: managers, gates, workers.
+    pub fn start(cwd: &std::path::Path, counts: [u32; 3], port_block: u16) -> Self {
+        let base = port_block + (std::process::id() % 400) as u16 * 20;
+        let [m, g, w] = counts.map(|c| c.to_string());
+        let mut child = shoal()
+            .current_dir(cwd)
+            .args(["dev", "--managers", &m, "--gates", &g, "--workers", &w])
+            .args(["--base-port", &base.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn shoal dev");
+        let lines = line_reader(child.stdout.take().expect("piped stdout"));
+        Self { child, lines, base }
+    }
+
+    /// The first line `pred` accepts (waiting up to 20 s).
+    pub fn expect(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        expect_line(&self.lines, what, pred)
+    }
+
+    pub fn sigterm(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.sigterm();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
