@@ -85,13 +85,7 @@ fn keys_rotate_under_traffic_with_no_member_lost() {
     let w1 = format!("127.0.0.1:{}", base + 200);
     ok(cwd, &["tag", "set", "rotated=yes", "--addr", &w1]);
     wait_for("w1's new tag reaches m1", Duration::from_secs(20), || {
-        let m = ok(cwd, &["status", "--addr", &addr, "--json"]);
-        let doc: serde_json::Value = serde_json::from_str(&m).unwrap();
-        doc["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|m| m["id"] == "w1" && m["tags"]["rotated"] == "yes")
+        members(cwd, &addr).any(|m| m["id"] == "w1" && m["tags"]["rotated"] == "yes")
     });
     // Removing the key in use is refused, naming the way out.
     let out = shoal()
@@ -137,9 +131,7 @@ fn keys_rotate_under_traffic_with_no_member_lost() {
         &["--tls-dir", ".shoal/dev/tls"],
     );
     let dropped = || {
-        let m = ok(cwd, &["status", "--addr", &addr, "--json"]);
-        let doc: serde_json::Value = serde_json::from_str(&m).unwrap();
-        let members = doc["members"].as_array().cloned().unwrap_or_default();
+        let x9_in = members(cwd, &addr).any(|m| m["id"] == "x9");
         let metrics = rt()
             .block_on(
                 shoal_client::AdminClient::new(addr.clone())
@@ -152,7 +144,7 @@ fn keys_rotate_under_traffic_with_no_member_lost() {
             .filter(|l| l.contains("reason=\"unknown_key\""))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>();
-        (unknown, members.iter().any(|m| m["id"] == "x9"))
+        (unknown, x9_in)
     };
     wait_for(
         "the old key's packets are dropped",
@@ -169,15 +161,7 @@ fn keys_rotate_under_traffic_with_no_member_lost() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let alive = |id: &str| {
-        let m = ok(cwd, &["status", "--addr", &addr, "--json"]);
-        let doc: serde_json::Value = serde_json::from_str(&m).unwrap();
-        doc["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|m| m["id"] == id && m["state"] == "alive")
-    };
+    let alive = |id: &str| members(cwd, &addr).any(|m| m["id"] == id && m["state"] == "alive");
     wait_for("w1 is seen gone", Duration::from_secs(20), || !alive("w1"));
     let w1_dir = tempdir::Dir::new("w1-unused");
     let _w1 = start_node_with(
@@ -200,6 +184,17 @@ fn keys_rotate_under_traffic_with_no_member_lost() {
     );
 
     drop(dev);
+}
+
+/// The member rows of `shoal status --json` on `addr`, run from `cwd`.
+fn members(cwd: &Path, addr: &str) -> impl Iterator<Item = serde_json::Value> {
+    let doc: serde_json::Value =
+        serde_json::from_str(&ok(cwd, &["status", "--addr", addr, "--json"])).unwrap();
+    doc["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
 }
 
 /// The CLI's own credentials for the dev cluster in `cwd`.
